@@ -1,0 +1,15 @@
+"""pyode: neural and hybrid ODE models in PyTorch, with SciML-grade numerics.
+
+``pyode.solve(pyode.ODEProblem(f, u0, tspan, p), pyode.Tsit5(), saveat=ts)`` integrates
+``du/dt = f(u, p, t)`` and returns an :class:`ODESolution` whose states are differentiable torch tensors.
+"""
+from ._problem import ODEProblem
+from ._retcode import ReturnCode, SolveError
+from ._solution import ODESolution, SolverStats
+from ._solve import solve
+from .algorithms import BS3, DP5, DP8, RK4, AbstractAlgorithm, Euler, Midpoint, Tsit5, Vern7
+
+__version__ = "0.1.0"
+
+__all__ = ["ODEProblem", "solve", "ODESolution", "SolverStats", "ReturnCode", "SolveError",
+           "AbstractAlgorithm", "Tsit5", "DP5", "BS3", "Vern7", "DP8", "Euler", "Midpoint", "RK4"]

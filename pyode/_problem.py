@@ -1,0 +1,121 @@
+"""The problem definition: right-hand side, initial state, time span, parameters."""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Tuple
+
+import numpy as np
+import torch
+
+__all__ = ["ODEProblem", "check_rhs_output"]
+
+_SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+def _as_state(u0: Any) -> torch.Tensor:
+    if isinstance(u0, torch.Tensor):
+        u = u0
+    elif isinstance(u0, (np.ndarray, list, tuple, numbers.Number)):
+        arr = np.asarray(u0)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"u0 must be a real floating tensor; got an array of dtype {arr.dtype}")
+        u = torch.as_tensor(arr)
+    else:
+        raise TypeError(f"u0 must be a torch.Tensor (or a NumPy array / list of numbers); got {type(u0).__name__}")
+    if u.is_complex():
+        raise TypeError(f"u0 has complex dtype {u.dtype}; split it into real and imaginary parts as extra states")
+    if not u.is_floating_point():
+        raise TypeError(f"u0 has integer dtype {u.dtype}; pass a floating tensor, e.g. u0.double() or u0.float()")
+    if u.dtype not in _SUPPORTED_DTYPES:
+        raise TypeError(f"u0 has dtype {u.dtype}; pyode integrates float32 or float64 states "
+                        f"(float64 is recommended for stiff problems): convert with u0.float() or u0.double()")
+    if u.ndim == 0:
+        raise ValueError("u0 is a 0-d tensor; pass shape (n,) for one problem or (*batch, n) for a batch, "
+                         "e.g. u0.reshape(1)")
+    if u.shape[-1] == 0 or u.numel() == 0:
+        raise ValueError(f"u0 has shape {tuple(u.shape)} with no elements; the state needs at least one component")
+    if not bool(torch.isfinite(u).all()):
+        bad = torch.nonzero(~torch.isfinite(u.detach()))[0].tolist()
+        raise ValueError(f"u0 contains NaN or Inf (first at index {tuple(bad)}); every initial value must be finite")
+    return u
+
+
+def _as_tspan(tspan: Any) -> Tuple[float, float]:
+    if isinstance(tspan, torch.Tensor):
+        if tspan.requires_grad:
+            raise ValueError("tspan requires grad; gradients with respect to the time span are not supported, "
+                             "pass tspan.detach()")
+        tspan = tspan.detach().cpu().tolist()
+    try:
+        t0, t1 = tspan
+        t0, t1 = float(t0), float(t1)
+    except (TypeError, ValueError):
+        raise ValueError(f"tspan must be a pair (t0, t1) of numbers; got {tspan!r}") from None
+    if not (math.isfinite(t0) and math.isfinite(t1)):
+        raise ValueError(f"tspan must be finite; got ({t0}, {t1})")
+    if t0 == t1:
+        raise ValueError(f"tspan is empty: t0 == t1 == {t0}; give distinct start and end times")
+    return t0, t1
+
+
+@dataclass(frozen=True, eq=False)
+class ODEProblem:
+    """An initial value problem ``du/dt = f(u, p, t)``, ``u(t0) = u0``.
+
+    Arguments:
+        f: right-hand side ``f(u, p, t) -> du/dt`` with the shape of ``u``. ``u`` has shape
+            ``(*batch, n)``; ``t`` is a float64 tensor of shape ``u.shape[:-1]`` (0-d for one problem),
+            so ``t[..., None]`` broadcasts against ``u``.
+        u0: initial state, ``(n,)`` for one problem or ``(*batch, n)`` for independent problems;
+            float32 or float64; may require grad.
+        tspan: ``(t0, t1)``; ``t1 < t0`` integrates backwards in time.
+        p: parameters handed to ``f`` unchanged: a tensor, a tuple/list/dict of tensors, an
+            ``nn.Module`` or ``None``.
+        jac: optional Jacobian ``jac(u, p, t) -> (*batch, n, n)`` (used by stiff algorithms).
+
+    Raises:
+        TypeError / ValueError naming the argument when ``f``/``jac`` are not callable, ``u0`` is
+        not a finite floating tensor or ``tspan`` is not a pair of distinct finite numbers.
+    """
+
+    f: Callable
+    u0: torch.Tensor
+    tspan: Tuple[float, float]
+    p: Any = None
+    jac: Optional[Callable] = None
+
+    def __post_init__(self):
+        if not callable(self.f):
+            raise TypeError(f"f must be callable as f(u, p, t); got {type(self.f).__name__}")
+        if self.jac is not None and not callable(self.jac):
+            raise TypeError(f"jac must be callable as jac(u, p, t) or None; got {type(self.jac).__name__}")
+        object.__setattr__(self, "u0", _as_state(self.u0))
+        object.__setattr__(self, "tspan", _as_tspan(self.tspan))
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.u0.shape[:-1]
+
+    def remake(self, **changes) -> "ODEProblem":
+        """A copy with some fields replaced (as SciML's ``remake``)."""
+        fields = dict(f=self.f, u0=self.u0, tspan=self.tspan, p=self.p, jac=self.jac)
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"remake got unknown field(s) {sorted(unknown)}; fields are {sorted(fields)}")
+        fields.update(changes)
+        return ODEProblem(**fields)
+
+
+def check_rhs_output(out: Any, u: torch.Tensor) -> None:
+    """Turn shape and type mistakes in ``f``'s first output into clear errors."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"f must return a torch.Tensor; it returned {type(out).__name__}")
+    if out.shape != u.shape:
+        raise ValueError(f"f returned shape {tuple(out.shape)} for u of shape {tuple(u.shape)}; "
+                         "f(u, p, t) must return du/dt with the shape of u")
+    if not out.is_floating_point():
+        raise TypeError(f"f returned dtype {out.dtype}; it must return a floating tensor")
+    if out.device != u.device:
+        raise ValueError(f"f returned a tensor on {out.device} for u on {u.device}; keep f's output on u's device")

@@ -1,0 +1,239 @@
+"""``solve``: validate the user's options once, dispatch to an engine, wrap the result."""
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ._problem import ODEProblem
+from ._retcode import ReturnCode, SolveError
+from ._solution import ODESolution, SolverStats
+from .algorithms import AbstractAlgorithm, AbstractExplicitRK, Tsit5
+
+__all__ = ["solve"]
+
+_KEYWORDS = ("saveat", "reltol", "abstol", "dt", "adaptive", "maxiters", "dtmin", "dtmax", "tstops",
+             "throw", "progress", "dense", "backend")
+_BACKENDS = ("native",)
+
+
+def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: Any = None,
+          reltol: Any = 1e-3, abstol: Any = 1e-6, dt: Optional[float] = None, adaptive: Optional[bool] = None,
+          maxiters: int = 100_000, dtmin: Optional[float] = None, dtmax: Optional[float] = None,
+          tstops: Any = None, throw: bool = True, progress: bool = False, dense: Optional[bool] = None,
+          backend: str = "native", **unknown) -> ODESolution:
+    """Integrate ``prob`` with algorithm ``alg`` (default :class:`Tsit5`).
+
+    Arguments:
+        prob: the :class:`ODEProblem`.
+        alg: an algorithm object such as ``Tsit5()``, ``Vern7()`` or ``RK4()``.
+        saveat: times to save at (a 1-D sequence monotone in the direction of integration, inside
+            ``tspan``), or a number ``Δ`` for every ``Δ`` from ``t0`` plus ``t1``. Without it, one
+            problem saves every accepted step and a batch saves ``t0`` and ``t1`` only (its members
+            step on different grids; use ``sol(t)`` or ``saveat`` for anything in between).
+        reltol, abstol: tolerances of the error test ``err / (abstol + reltol * max(|u|, |u_new|))``
+            (RMS norm over the state); numbers or tensors broadcastable to ``(n,)``. Defaults
+            1e-3 / 1e-6 as in DifferentialEquations.jl.
+        dt: initial step for adaptive methods (default: Hairer's heuristic), the step of fixed-step ones.
+        adaptive: turn error control off for an adaptive method (then ``dt`` is required).
+        maxiters: step attempts (accepted + rejected) per member before ``MaxIters``.
+        dtmin, dtmax: bounds of the step size (defaults ``16 eps(max|t|)`` and ``|t1 - t0|``).
+        tstops: times every member must step onto (discontinuities of ``f``).
+        throw: raise :class:`SolveError` when a member fails; ``False`` returns the solution with
+            per-member ``retcode`` (saved values a failed member never reached are NaN).
+        progress: show a tqdm progress bar over ``t`` (of the slowest member).
+        dense: keep dense output for ``sol(t)`` (default: only when ``saveat`` is not given).
+        backend: ``"native"``.
+
+    Returns:
+        :class:`ODESolution`.
+
+    Raises:
+        TypeError / ValueError naming the argument for bad input; :class:`SolveError` on failure
+        when ``throw=True``.
+    """
+    if unknown:
+        name = next(iter(unknown))
+        close = difflib.get_close_matches(name, _KEYWORDS, n=1)
+        extra = {"rtol": "reltol", "atol": "abstol", "t_eval": "saveat", "method": "alg",
+                 "first_step": "dt", "max_step": "dtmax", "min_step": "dtmin"}.get(name)
+        suggestion = extra or (close[0] if close else None)
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+        raise TypeError(f"solve() got an unknown keyword argument {name!r}{hint} "
+                        f"Known keywords: {', '.join(_KEYWORDS)}")
+    if not isinstance(prob, ODEProblem):
+        raise TypeError(f"prob must be a pyode.ODEProblem; got {type(prob).__name__}")
+    alg = _check_alg(alg)
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend={backend!r} is not available; choose one of {_BACKENDS}")
+    for name, value in (("throw", throw), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False; got {value!r}")
+
+    u0 = prob.u0
+    n = u0.shape[-1]
+    t0, t1 = prob.tspan
+    direction = 1.0 if t1 > t0 else -1.0
+    span = abs(t1 - t0)
+
+    reltol_v = _tolerance("reltol", reltol, n)
+    abstol_v = _tolerance("abstol", abstol, n)
+    if adaptive is None:
+        adaptive = alg.adaptive
+    elif not isinstance(adaptive, bool):
+        raise TypeError(f"adaptive must be True or False; got {adaptive!r}")
+    if adaptive and not alg.adaptive:
+        raise ValueError(f"adaptive=True, but {alg!r} is a fixed-step method without an error estimate; "
+                         "use an adaptive method such as Tsit5() or drop adaptive")
+    dt_v = _positive_float("dt", dt) if dt is not None else None
+    if dt_v is not None and dt_v > span * (1 + 1e-12):
+        raise ValueError(f"dt={dt!r} is larger than the time span |t1 - t0| = {span:g}; pass a smaller dt")
+    if not adaptive and dt_v is None:
+        raise ValueError(f"dt is required for a fixed-step solve ({alg!r}"
+                         f"{', adaptive=False' if alg.adaptive else ''}); pass e.g. dt={span / 100:g}")
+    if isinstance(maxiters, bool) or not isinstance(maxiters, numbers.Integral) or maxiters <= 0:
+        raise ValueError(f"maxiters must be a positive integer; got {maxiters!r}")
+    dtmin_v = 16 * np.spacing(max(abs(t0), abs(t1))) if dtmin is None else _nonnegative_float("dtmin", dtmin)
+    dtmax_v = span if dtmax is None else min(_positive_float("dtmax", dtmax), span)
+    if dtmin_v >= dtmax_v:
+        raise ValueError(f"dtmin={dtmin_v:g} must be smaller than dtmax={dtmax_v:g}")
+
+    saveat_v = _saveat(saveat, t0, t1, direction)
+    tstops_v = _times("tstops", tstops, t0, t1, direction, sort=True) if tstops is not None else None
+    if dense is None:
+        dense = saveat_v is None
+    elif not isinstance(dense, bool):
+        raise TypeError(f"dense must be True, False or None; got {dense!r}")
+
+    from .native._integrate import SolveOptions, integrate_explicit_rk
+
+    single = u0.ndim == 1
+    opts = SolveOptions(t0=t0, t1=t1, saveat=saveat_v, save_steps=single and saveat_v is None, dense=dense,
+                        reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive, maxiters=int(maxiters),
+                        dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress)
+    raw = integrate_explicit_rk(prob.f, u0, prob.p, alg.tableau, opts, prob.batch_shape)
+    return _wrap(prob, alg, raw, throw)
+
+
+def _check_alg(alg) -> AbstractAlgorithm:
+    if alg is None:
+        return Tsit5()
+    if isinstance(alg, type) and issubclass(alg, AbstractAlgorithm):
+        raise TypeError(f"alg must be an algorithm instance; got the class {alg.__name__}: pass {alg.__name__}()")
+    if isinstance(alg, str):
+        raise TypeError(f"alg must be an algorithm object such as pyode.Tsit5(); got the string {alg!r}")
+    if not isinstance(alg, AbstractExplicitRK):
+        raise TypeError(f"alg must be a pyode algorithm such as pyode.Tsit5(); got {type(alg).__name__}")
+    return alg
+
+
+def _positive_float(name: str, value) -> float:
+    v = _real(name, value)
+    if not v > 0:
+        raise ValueError(f"{name} must be positive; got {value!r}")
+    return v
+
+
+def _nonnegative_float(name: str, value) -> float:
+    v = _real(name, value)
+    if v < 0:
+        raise ValueError(f"{name} must be non-negative; got {value!r}")
+    return v
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite; got {value!r}")
+    return v
+
+
+def _tolerance(name: str, value, n: int):
+    if isinstance(value, (torch.Tensor, np.ndarray, list, tuple)):
+        tol = torch.as_tensor(value, dtype=torch.float64).detach()
+        if tol.ndim > 1 or tol.numel() not in (1, n):
+            raise ValueError(f"{name} must be a number or have one entry per state component ({n}); "
+                             f"got shape {tuple(tol.shape)}")
+        if not bool(torch.isfinite(tol).all()) or not bool((tol > 0).all()):
+            raise ValueError(f"{name} must be positive and finite; got {value!r}")
+        return tol.reshape(-1) if tol.numel() == n else float(tol.reshape(()))
+    return _positive_float(name, value)
+
+
+def _times(name: str, value, t0: float, t1: float, direction: float, sort: bool) -> torch.Tensor:
+    try:
+        ts = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a 1-D sequence of times; got {type(value).__name__}") from None
+    ts = ts.cpu().reshape(-1) if ts.ndim == 0 else ts.cpu()
+    if ts.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {tuple(ts.shape)}")
+    if ts.numel() == 0:
+        raise ValueError(f"{name} is empty; pass at least one time or leave {name} out")
+    if not bool(torch.isfinite(ts).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    lo, hi = min(t0, t1), max(t0, t1)
+    tol = 1e-12 * (hi - lo)
+    outside = (ts < lo - tol) | (ts > hi + tol)
+    if bool(outside.any()):
+        bad = float(ts[outside][0])
+        raise ValueError(f"{name} has time {bad:g} outside tspan ({t0:g}, {t1:g}); every time must lie in tspan")
+    ts = ts.clamp(lo, hi)
+    if sort:
+        return torch.unique(ts)
+    steps = direction * ts.diff()
+    if bool((steps <= 0).any()):
+        i = int(torch.nonzero(steps <= 0)[0])
+        order = "increasing" if direction > 0 else "decreasing (tspan runs backwards)"
+        raise ValueError(f"{name} must be strictly {order}; entries {i} and {i + 1} are {float(ts[i]):g} "
+                         f"and {float(ts[i + 1]):g}")
+    return ts
+
+
+def _saveat(saveat, t0: float, t1: float, direction: float) -> Optional[torch.Tensor]:
+    if saveat is None:
+        return None
+    if isinstance(saveat, numbers.Real) and not isinstance(saveat, bool):
+        step = float(saveat)
+        span = abs(t1 - t0)
+        if not (math.isfinite(step) and step > 0):
+            raise ValueError(f"saveat={saveat!r}: a number means 'save every saveat', so it must be positive")
+        count = int(math.floor(span / step * (1 + 1e-12)))
+        ts = t0 + direction * step * torch.arange(count + 1, dtype=torch.float64)
+        if abs(float(ts[-1]) - t1) > 1e-12 * span:
+            ts = torch.cat([ts, torch.tensor([t1], dtype=torch.float64)])
+        else:
+            ts[-1] = t1
+        return ts
+    return _times("saveat", saveat, t0, t1, direction, sort=False)
+
+
+def _wrap(prob: ODEProblem, alg, raw, throw: bool) -> ODESolution:
+    batch_shape = prob.batch_shape
+    single = len(batch_shape) == 0
+    n = prob.u0.shape[-1]
+    u = raw.u.reshape(raw.u.shape[0], *batch_shape, n)
+    if single:
+        retcode = ReturnCode(int(raw.retcode[0]))
+        stats = SolverStats(nf=raw.nf, naccept=int(raw.naccept[0]), nreject=int(raw.nreject[0]))
+        t_final = float(raw.t_final[0])
+    else:
+        retcode = raw.retcode.reshape(batch_shape)
+        stats = SolverStats(nf=raw.nf, naccept=raw.naccept.reshape(batch_shape),
+                            nreject=raw.nreject.reshape(batch_shape))
+        t_final = raw.t_final.reshape(batch_shape)
+    sol = ODESolution(t=raw.t, u=u, retcode=retcode, stats=stats, prob=prob, alg=alg, t_final=t_final,
+                      dense=raw.dense, batch_shape=batch_shape)
+    failed = torch.nonzero(raw.retcode != ReturnCode.Success).reshape(-1)
+    if throw and failed.numel() > 0:
+        raise SolveError(sol, failed.cpu(), raw.t_final.cpu(), raw.dt_final.cpu(), raw.retcode.cpu(),
+                         stiff_alg=alg.stiff, batch_shape=batch_shape)
+    return sol

@@ -1,0 +1,137 @@
+"""Algorithm objects: small immutable configurations named as in DifferentialEquations.jl.
+
+An algorithm holds no per-solve state; the same object may serve many solves at once. Each engine
+maps these objects to its own implementation (the native engine reads the tableau).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .native.tableau import ButcherTableau
+from .native.tableaus.bs3 import BS3 as _BS3
+from .native.tableaus.classic import EULER as _EULER, MIDPOINT as _MIDPOINT, RK4 as _RK4
+from .native.tableaus.dp5 import DP5 as _DP5
+from .native.tableaus.dp8 import DP8 as _DP8
+from .native.tableaus.tsit5 import TSIT5 as _TSIT5
+from .native.tableaus.vern7 import VERN7 as _VERN7
+
+__all__ = ["AbstractAlgorithm", "AbstractExplicitRK", "Tsit5", "DP5", "BS3", "Vern7", "DP8",
+           "Euler", "Midpoint", "RK4"]
+
+
+class AbstractAlgorithm(abc.ABC):
+    """Interface of every ODE algorithm."""
+
+    #: True for methods meant for stiff problems (implicit / Rosenbrock); decides failure hints.
+    stiff: ClassVar[bool] = False
+
+    @property
+    @abc.abstractmethod
+    def adaptive(self) -> bool:
+        """Whether the method has an error estimate for adaptive step-size control."""
+
+    @property
+    @abc.abstractmethod
+    def order(self) -> int:
+        """Order of the method."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class AbstractExplicitRK(AbstractAlgorithm):
+    """An explicit Runge-Kutta method given by its Butcher tableau."""
+
+    tableau: ClassVar[ButcherTableau]
+
+    @property
+    def adaptive(self) -> bool:
+        return self.tableau.adaptive
+
+    @property
+    def order(self) -> int:
+        return self.tableau.order
+
+
+@dataclass(frozen=True, repr=False)
+class Tsit5(AbstractExplicitRK):
+    """Tsitouras 5(4): the default non-stiff method.
+
+    Order 5, embedded order 4, 7 stages (6 new evaluations per step: FSAL), free 4th-order
+    interpolant. Not for stiff problems.
+    Ch. Tsitouras, Comput. Math. Appl. 62 (2011) 770-775.
+    """
+
+    tableau: ClassVar[ButcherTableau] = _TSIT5
+
+
+@dataclass(frozen=True, repr=False)
+class DP5(AbstractExplicitRK):
+    """Dormand-Prince 5(4) (torchdiffeq's ``dopri5``, MATLAB's ``ode45``).
+
+    Order 5, embedded order 4, 7 stages with FSAL, free 4th-order interpolant. Not for stiff problems.
+    J. R. Dormand, P. J. Prince, J. Comput. Appl. Math. 6 (1980) 19-26.
+    """
+
+    tableau: ClassVar[ButcherTableau] = _DP5
+
+
+@dataclass(frozen=True, repr=False)
+class BS3(AbstractExplicitRK):
+    """Bogacki-Shampine 3(2), for loose tolerances.
+
+    Order 3, embedded order 2, 4 stages with FSAL, cubic Hermite interpolant. Not for stiff problems.
+    P. Bogacki, L. F. Shampine, Appl. Math. Lett. 2 (1989) 321-325.
+    """
+
+    tableau: ClassVar[ButcherTableau] = _BS3
+
+
+@dataclass(frozen=True, repr=False)
+class Vern7(AbstractExplicitRK):
+    """Verner's "most efficient" 7(6) pair, for tight tolerances.
+
+    Order 7, embedded order 6, 10 stages (no FSAL). Dense output ``sol(t)`` is cubic Hermite (order 3);
+    ``saveat`` times are stepped onto, so saved values carry the method's full order.
+    J. H. Verner, Numer. Algorithms 53 (2010) 383-396.
+    """
+
+    tableau: ClassVar[ButcherTableau] = _VERN7
+
+
+@dataclass(frozen=True, repr=False)
+class DP8(AbstractExplicitRK):
+    """Dormand-Prince 8(5,3) as in Hairer's DOP853, for very tight tolerances.
+
+    Order 8, 12 stages, error from the combined 5th- and 3rd-order estimators. Dense output ``sol(t)``
+    is cubic Hermite (order 3); ``saveat`` times are stepped onto, so saved values carry full order.
+    E. Hairer, S. P. Nørsett, G. Wanner, Solving ODEs I, 2nd ed., Springer 1993, Sec. II.10.
+    """
+
+    tableau: ClassVar[ButcherTableau] = _DP8
+
+
+@dataclass(frozen=True, repr=False)
+class Euler(AbstractExplicitRK):
+    """Forward Euler: order 1, one stage, fixed step (pass ``dt``)."""
+
+    tableau: ClassVar[ButcherTableau] = _EULER
+
+
+@dataclass(frozen=True, repr=False)
+class Midpoint(AbstractExplicitRK):
+    """Explicit midpoint rule: order 2, two stages, fixed step (pass ``dt``)."""
+
+    tableau: ClassVar[ButcherTableau] = _MIDPOINT
+
+
+@dataclass(frozen=True, repr=False)
+class RK4(AbstractExplicitRK):
+    """The classic Runge-Kutta method: order 4, four stages, fixed step (pass ``dt``).
+
+    (DifferentialEquations.jl's ``RK4`` is adaptive; pyode's is the fixed-step textbook method.)
+    """
+
+    tableau: ClassVar[ButcherTableau] = _RK4

@@ -1,0 +1,72 @@
+"""One generic explicit Runge-Kutta step, driven by a :class:`ButcherTableau`."""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+
+from .tableau import ButcherTableau
+
+__all__ = ["ExplicitRKStepper", "lincomb"]
+
+
+def lincomb(coeffs: Sequence[float], ks: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``sum_i coeffs[i] * ks[i]`` skipping zero coefficients; ``None`` if all are zero."""
+    acc = None
+    for c, k in zip(coeffs, ks):
+        if c == 0.0:
+            continue
+        acc = k * c if acc is None else torch.add(acc, k, alpha=c)
+    return acc
+
+
+class ExplicitRKStepper:
+    """Per-solve step function of an explicit RK method (coefficients converted to floats once).
+
+    The state carried between steps is ``(t, y, k1)`` with ``k1 = f(y, t)``: for FSAL methods the
+    last stage gives the next ``k1`` for free; for the others ``f(y1, t1)`` is evaluated once the
+    step is accepted, which is the next step's first stage anyway (no extra cost) and provides the
+    end-point derivative the Hermite interpolant needs.
+    """
+
+    def __init__(self, tableau: ButcherTableau):
+        self.tableau = tableau
+        self.c = [float(x) for x in tableau.c]
+        self.a = [[float(x) for x in row] for row in tableau.a]
+        self.b = [float(x) for x in tableau.b]
+        self.b_error = None if tableau.b_error is None else [float(x) for x in tableau.b_error]
+        self.b_error_low = None if tableau.b_error_low is None else [float(x) for x in tableau.b_error_low]
+        self.fsal = tableau.fsal
+        self.dense = tableau.dense_coefficients()
+        s = tableau.stages
+        # The error estimate needs f(t1, y1) when an error weight sits on it (DOP853).
+        self.error_needs_f1 = any(len(e) == s + 1 and e[s] != 0.0
+                                  for e in (self.b_error or [], self.b_error_low or []))
+
+    def step(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, t1: torch.Tensor, y: torch.Tensor,
+             k1: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor], Optional[torch.Tensor]]:
+        """Stages of one step of signed size ``hs`` (float64, shape ``(B,)``) from ``(t, y)`` to ``t1``.
+
+        Stages with ``c = 1`` are evaluated at ``t1`` itself rather than ``t + hs``: when the step
+        lands on a stop (a discontinuity of ``f``), round-off must not put them on the wrong side.
+
+        Returns ``(y1, ks, f1)`` where ``ks`` are the ``s`` stage derivatives and ``f1 = f(y1, t1)``
+        if it was computed (FSAL, or needed by the error estimate), else ``None``.
+        """
+        h = hs.to(y.dtype)[:, None]
+        ks = [k1]
+        y1 = None
+        for i in range(1, len(self.c)):
+            yi = y + h * lincomb(self.a[i], ks)
+            ks.append(f(yi, t1 if self.c[i] == 1.0 else t + self.c[i] * hs))
+            y1 = yi
+        if self.fsal:
+            return y1, ks, ks[-1]
+        y1 = y + h * lincomb(self.b, ks)
+        f1 = f(y1, t1) if self.error_needs_f1 else None
+        return y1, ks, f1
+
+    def error(self, hs: torch.Tensor, ks: List[torch.Tensor], f1: Optional[torch.Tensor], which="main"):
+        weights = self.b_error if which == "main" else self.b_error_low
+        terms = ks + [f1] if len(weights) > len(ks) else ks
+        return hs.to(ks[0].dtype)[:, None] * lincomb(weights, terms)

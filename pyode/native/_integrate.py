@@ -1,0 +1,274 @@
+"""The native engine's integration loop for explicit Runge-Kutta methods, batched per member.
+
+Every batch member carries its own time, step size, controller memory and return code; one loop
+iteration attempts one step for all members at once and merges the outcome with ``torch.where``.
+Members that are finished take zero-length steps, so their values stay put and finite.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .._problem import check_rhs_output
+from .._retcode import ReturnCode
+from ._controller import PIController, error_norm, initial_step
+from ._explicit_rk import ExplicitRKStepper
+from ._saving import DenseRecorder, EndRecorder, SaveatRecorder, StepRecorder
+
+__all__ = ["SolveOptions", "RawSolution", "integrate_explicit_rk"]
+
+# A step within 1% of the next stop is stretched to land on it (avoids a sliver of a step after it).
+_LAND_SLACK_ADAPTIVE = 1.01
+# Fixed steps are only stretched by round-off, so ``dt`` that divides the interval gives equal steps.
+_LAND_SLACK_FIXED = 1.0 + 1e-8
+# Consecutive non-finite trial steps after which a member is declared Unstable.
+_MAX_NONFINITE_STREAK = 10
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Validated options of one solve, as the native engine needs them (times are Python floats)."""
+
+    t0: float
+    t1: float
+    saveat: Optional[torch.Tensor]      # float64 (T,), strictly monotone in the direction of time
+    save_steps: bool                    # single problem without saveat: keep every accepted step
+    dense: bool
+    reltol: object                      # float or tensor broadcastable to (n,)
+    abstol: object
+    dt: Optional[float]
+    adaptive: bool
+    maxiters: int
+    dtmin: float
+    dtmax: float
+    tstops: Optional[torch.Tensor]
+    progress: bool
+
+
+@dataclass
+class RawSolution:
+    t: torch.Tensor            # (T,) float64
+    u: torch.Tensor            # (T, B, n)
+    retcode: torch.Tensor      # (B,) long
+    t_final: torch.Tensor      # (B,) float64: where each member stopped
+    dt_final: torch.Tensor     # (B,) float64: the last step size tried
+    nf: int
+    naccept: torch.Tensor
+    nreject: torch.Tensor
+    dense: Optional[object]
+
+
+class _CountingRHS:
+    """``f`` on flat ``(B, n)`` states and ``(B,)`` times, counting calls; output cast to the state dtype."""
+
+    def __init__(self, f: Callable, p, batch_shape: torch.Size, n: int):
+        self.f, self.p, self.batch_shape, self.n = f, p, tuple(batch_shape), n
+        self.calls = 0
+
+    def __call__(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        u = y.reshape(*self.batch_shape, self.n)
+        out = self.f(u, self.p, t.reshape(self.batch_shape))
+        if self.calls == 1:
+            check_rhs_output(out, u)
+        return out.reshape(y.shape).to(y.dtype)
+
+
+def _stops(opts: SolveOptions, direction: float, use_saveat: bool, device):
+    """Times every member must step onto, sorted in the direction of integration, ending at t1.
+
+    Returns ``(stops, jump)``: ``jump`` marks user ``tstops``, where ``f`` may be discontinuous in
+    ``t``; the step ending there evaluates ``f`` just before the stop and the next step restarts
+    from ``f`` just after it (as torchdiffeq's ``perturb`` does).
+    """
+    def as_t(x):
+        return x.to(device=device, dtype=torch.float64)
+
+    pieces = [torch.tensor([opts.t1], dtype=torch.float64, device=device)]
+    if use_saveat and opts.saveat is not None:
+        pieces.append(as_t(opts.saveat))
+    stops = torch.unique(torch.cat(pieces + ([as_t(opts.tstops)] if opts.tstops is not None else [])))
+    stops = stops[direction * (stops - opts.t0) > 0]
+    if direction < 0:
+        stops = stops.flip(0)
+    if opts.tstops is None:
+        jump = torch.zeros_like(stops, dtype=torch.bool)
+    else:
+        jump = torch.isin(stops, as_t(opts.tstops)) & (stops != opts.t1)
+    return stops, jump
+
+
+def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: SolveOptions,
+                          batch_shape: torch.Size) -> RawSolution:
+    n = u0.shape[-1]
+    y = u0.reshape(-1, n)
+    B, dev, dtype = y.shape[0], y.device, y.dtype
+    direction = 1.0 if opts.t1 > opts.t0 else -1.0
+    f = _CountingRHS(f_user, p, batch_shape, n)
+    stepper = ExplicitRKStepper(tableau)
+    dense_coef = torch.tensor(stepper.dense, dtype=torch.float64, device=dev)
+    reltol, abstol = opts.reltol, opts.abstol
+    if isinstance(reltol, torch.Tensor):
+        reltol = reltol.to(device=dev, dtype=dtype)
+    if isinstance(abstol, torch.Tensor):
+        abstol = abstol.to(device=dev, dtype=dtype)
+
+    t = torch.full((B,), opts.t0, dtype=torch.float64, device=dev)
+    k1 = f(y, t)
+    # Interpolating saveat with a low-order interpolant would throw away the method's accuracy:
+    # such methods step onto the saveat times instead.
+    step_onto_saveat = tableau.interpolant_order + 1 < tableau.order
+    stops, jump = _stops(opts, direction, step_onto_saveat, dev)
+    n_stops = stops.shape[0]
+    any_jumps = bool(jump.any())
+    toward_end = torch.tensor(direction * float("inf"), dtype=torch.float64, device=dev)
+
+    retcode = torch.zeros(B, dtype=torch.long, device=dev)
+    done = ~torch.isfinite(k1).all(-1)
+    retcode[done] = ReturnCode.InitialFailure
+    hmax = torch.full((B,), opts.dtmax, dtype=torch.float64, device=dev)
+    if opts.dt is not None:
+        h = torch.full((B,), min(opts.dt, opts.dtmax), dtype=torch.float64, device=dev)
+    else:
+        h, _ = initial_step(f, t, y, torch.where(done[:, None], torch.zeros_like(k1), k1), direction,
+                            tableau.order, reltol, abstol, hmax)
+    controller = PIController.for_order(tableau.order) if opts.adaptive else None
+    qold = torch.full((B,), 1e-4, dtype=torch.float64, device=dev)
+    si = torch.zeros(B, dtype=torch.long, device=dev)
+    iters = torch.zeros(B, dtype=torch.long, device=dev)
+    naccept = torch.zeros_like(iters)
+    nreject = torch.zeros_like(iters)
+    streak = torch.zeros_like(iters)
+    slack = _LAND_SLACK_ADAPTIVE if opts.adaptive else _LAND_SLACK_FIXED
+
+    single = len(batch_shape) == 0
+    if opts.saveat is not None:
+        saver = SaveatRecorder(opts.saveat.to(dev), direction, B, opts.t0, y)
+    elif opts.save_steps:
+        saver = StepRecorder(opts.t0, y)
+    else:
+        saver = EndRecorder(opts.t0, opts.t1, y)
+    dense_rec = DenseRecorder() if opts.dense else None
+    bar = _progress_bar(opts) if opts.progress else None
+
+    while True:
+        over = ~done & (iters >= opts.maxiters)
+        if bool(over.any()):
+            retcode[over] = ReturnCode.MaxIters
+            done = done | over
+        active = ~done
+        if not bool(active.any()):
+            break
+
+        dist = direction * (stops[si.clamp(max=n_stops - 1)] - t)
+        h_try = torch.minimum(h, hmax)
+        land = active & (h_try * slack >= dist)
+        h_used = torch.where(land, dist, h_try)
+        hs = torch.where(active, direction * h_used, torch.zeros_like(h_used))
+        t_new = torch.where(land, stops[si.clamp(max=n_stops - 1)], t + hs)
+        at_jump = land & jump[si.clamp(max=n_stops - 1)] if any_jumps else None
+        # f at the end of the step: the left limit when the step ends on a discontinuity.
+        t_end = torch.where(at_jump, torch.nextafter(t_new, t), t_new) if any_jumps else t_new
+        y1, ks, f1 = stepper.step(f, t, hs, t_end, y, k1)
+        iters = iters + active.long()
+
+        with torch.no_grad():
+            finite = torch.isfinite(y1).all(-1)
+            if opts.adaptive:
+                eest = error_norm(stepper.error(hs, ks, f1), y, y1, reltol, abstol)
+                if stepper.b_error_low is not None:
+                    e_low = error_norm(stepper.error(hs, ks, f1, "low"), y, y1, reltol, abstol)
+                    denom = (eest.square() + 0.01 * e_low.square()).sqrt()
+                    eest = torch.where(denom > 0, eest.square() / denom.clamp(min=1e-300), eest)
+                finite = finite & torch.isfinite(eest)
+                ok = active & finite & (eest <= 1.0)
+            else:
+                ok = active & finite
+            rejected = active & ~ok
+
+        if bool((rejected & ~finite).any()) and bool(ok.any()):
+            # Autograd would multiply the zero gradient of the discarded rows by their NaN/Inf
+            # intermediates and poison shared parameters: recompute, moving only accepted members.
+            hs_ok = torch.where(ok, hs, torch.zeros_like(hs))
+            y1, ks, f1 = stepper.step(f, t, hs_ok, torch.where(ok, t_end, t), y, k1)
+
+        if bool(ok.any()):
+            all_ok = bool(ok.all())
+            y_next = y1 if all_ok else torch.where(ok[:, None], y1, y)
+            if f1 is None:
+                f1 = f(y_next, torch.where(ok, t_end, t))
+            k1_next = f1
+            if any_jumps and bool((ok & at_jump).any()):
+                restart = ok & at_jump
+                k1_next = torch.where(restart[:, None], f(y_next, torch.nextafter(t_new, toward_end)), f1)
+            K = None
+
+            def stacked():
+                nonlocal K
+                if K is None:
+                    K = torch.stack(ks + [f1], -2)                 # (B, s+1, n)
+                return K
+
+            saver.record(ok, t, hs, y, t_new, y1, stacked, dense_coef)
+            if dense_rec is not None:
+                dense_rec.record(ok, t, hs, y, stacked())
+            if all_ok:
+                y, k1 = y1, k1_next
+            else:
+                y = y_next
+                k1 = torch.where(ok[:, None], k1_next, k1)
+            t = torch.where(ok, t_new, t)
+            si = si + (ok & land).long()
+            finished = ok & land & (si >= n_stops)
+            done = done | finished
+
+        with torch.no_grad():
+            if opts.adaptive:
+                h_acc = h_used / controller.accept_factor(eest, qold)
+                # A step shortened to land on a stop says little about the step size to come.
+                h_acc = torch.where(land & (h_acc < h_try), torch.maximum(h_acc, h_try), h_acc)
+                h_rej = torch.where(finite, h_used / controller.reject_factor(eest), h_used * controller.qmin)
+                h = torch.where(ok, h_acc, torch.where(rejected, h_rej, h))
+                qold = torch.where(ok, controller.next_qold(eest), qold)
+                streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, torch.zeros_like(streak), streak))
+                small = rejected & (h < opts.dtmin)
+                unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))
+                if bool((small | unstable).any()):
+                    retcode[unstable] = ReturnCode.Unstable
+                    retcode[small & ~unstable] = ReturnCode.DtLessThanMin
+                    done = done | small | unstable
+            else:
+                unstable = rejected
+                if bool(unstable.any()):
+                    retcode[unstable] = ReturnCode.Unstable
+                    done = done | unstable
+            naccept = naccept + ok.long()
+            nreject = nreject + rejected.long()
+        if bar is not None:
+            _advance(bar, t, done, direction, opts.t0)
+
+    if bar is not None:
+        bar.close()
+    success = retcode == ReturnCode.Success
+    if isinstance(saver, EndRecorder):
+        saver.finish(y, success)
+    ts, us = saver.result(single)
+    dense = dense_rec.build(dense_coef, direction, opts.t0, t) if dense_rec and dense_rec.steps else None
+    return RawSolution(t=ts, u=us, retcode=retcode, t_final=t, dt_final=h, nf=f.calls,
+                       naccept=naccept, nreject=nreject, dense=dense)
+
+
+def _progress_bar(opts: SolveOptions):
+    from tqdm.auto import tqdm  # only needed when asked for
+
+    return tqdm(total=abs(opts.t1 - opts.t0), desc=f"solve t={opts.t0:g}..{opts.t1:g}", unit="",
+                dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.4g}/{total:.4g} [{elapsed}<{remaining}]")
+
+
+def _advance(bar, t, done, direction, t0):
+    """Progress is that of the slowest unfinished member."""
+    remaining = t[~done]
+    progress = bar.total if remaining.numel() == 0 else float((direction * (remaining - t0)).min())
+    bar.update(progress - bar.n)  # tqdm rate-limits the redraws

@@ -1,0 +1,159 @@
+"""What a solve keeps: values at ``saveat``, every accepted step, or the end points; dense output.
+
+Batch members cross save points at different loop iterations, so values are recorded as events
+``(values, index, mask)`` and assembled once at the end by a single differentiable gather.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+
+__all__ = ["interpolate", "SaveatRecorder", "StepRecorder", "DenseRecorder", "DenseOutput"]
+
+
+def interpolate(dense: torch.Tensor, theta: torch.Tensor, y0: torch.Tensor, hs: torch.Tensor,
+                K: torch.Tensor) -> torch.Tensor:
+    """Continuous extension ``y0 + h * sum_i P_i(θ) K_i``.
+
+    Arguments: ``dense`` (s+1, D) polynomial coefficients of θ¹..θᴰ; ``theta`` (...,); ``y0`` (..., n);
+    ``hs`` (...,) signed step; ``K`` (..., s+1, n) stage derivatives followed by ``f(t1, y1)``.
+    """
+    D = dense.shape[1]
+    th = theta.to(dense.dtype)
+    powers = torch.stack([th ** (d + 1) for d in range(D)], -1)          # (..., D)
+    P = (powers @ dense.T).to(y0.dtype)                                   # (..., s+1)
+    return y0 + hs.to(y0.dtype)[..., None] * (P.unsqueeze(-2) @ K).squeeze(-2)
+
+
+class SaveatRecorder:
+    """Values at user-given times, interpolated inside the step that crosses them."""
+
+    def __init__(self, ts: torch.Tensor, direction: float, B: int, t0: float, y0: torch.Tensor):
+        self.ts, self.direction, self.B = ts, direction, B
+        self.T = ts.shape[0]
+        self.next = torch.zeros(B, dtype=torch.long, device=ts.device)
+        self.events: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        if float(ts[0]) == t0:
+            everyone = torch.ones(B, dtype=torch.bool, device=ts.device)
+            self.events.append((y0, self.next.clone(), everyone))
+            self.next += 1
+
+    def record(self, ok, t, hs, y, t1, y1, K_fn, dense):
+        """Emit every save point in ``(t, t1]`` of the members that accepted a step."""
+        K = None
+        while True:
+            j = self.next.clamp(max=self.T - 1)
+            tj = self.ts[j]
+            want = ok & (self.next < self.T) & (self.direction * (tj - t1) <= 0)
+            if not bool(want.any()):
+                return
+            if K is None:
+                K = K_fn()
+            theta = torch.where(want, (tj - t) / torch.where(want, hs, torch.ones_like(hs)), torch.zeros_like(hs))
+            value = interpolate(dense, theta, y, hs, K)
+            value = torch.where((tj == t1)[:, None], y1, value)   # landed exactly: no interpolation error
+            self.events.append((value, j, want))
+            self.next = self.next + want.long()
+
+    def result(self, single: bool):
+        if not self.events:
+            like = torch.empty(0)
+            return self.ts[:0], like
+        V = torch.stack([v for v, _, _ in self.events])                   # (E, B, n)
+        E, B, n = V.shape
+        V = torch.cat([V, V.new_full((1, B, n), float("nan"))])          # row E: never reached
+        idx = torch.full((self.T, B), E, dtype=torch.long, device=V.device)
+        cols = torch.arange(B, device=V.device)
+        for e, (_, j, m) in enumerate(self.events):
+            idx[j[m], cols[m]] = e
+        out = V.gather(0, idx[:, :, None].expand(self.T, B, n))
+        if single:
+            reached = int(self.next[0])
+            return self.ts[:reached], out[:reached]
+        return self.ts, out
+
+
+class StepRecorder:
+    """Every accepted step of a single problem (no ``saveat``)."""
+
+    def __init__(self, t0: float, y0: torch.Tensor):
+        self.t = [torch.tensor([t0], dtype=torch.float64, device=y0.device)]
+        self.y = [y0]
+
+    def record(self, ok, t, hs, y, t1, y1, K_fn, dense):
+        self.t.append(t1)
+        self.y.append(y1)
+
+    def result(self, single: bool):
+        return torch.cat(self.t), torch.stack(self.y)
+
+
+class EndRecorder:
+    """Start and end of each member of a batch (no ``saveat``); members that failed get NaN at the end."""
+
+    def __init__(self, t0: float, t1: float, y0: torch.Tensor):
+        self.ts = torch.tensor([t0, t1], dtype=torch.float64, device=y0.device)
+        self.y0 = y0
+        self.y_end = None
+
+    def record(self, ok, t, hs, y, t1, y1, K_fn, dense):
+        pass
+
+    def finish(self, y: torch.Tensor, success: torch.Tensor):
+        self.y_end = torch.where(success[:, None], y, torch.full_like(y, float("nan")))
+
+    def result(self, single: bool):
+        return self.ts, torch.stack([self.y0, self.y_end])
+
+
+class DenseRecorder:
+    """Keeps each accepted step's ``(t, h, y, K)`` so that ``sol(t)`` can interpolate later."""
+
+    def __init__(self):
+        self.steps: List[tuple] = []
+
+    def record(self, ok, t, hs, y, K):
+        self.steps.append((t, hs, y, K, ok))
+
+    def build(self, dense: torch.Tensor, direction: float, t0: float, t_reached: torch.Tensor) -> "DenseOutput":
+        return DenseOutput(self.steps, dense, direction, t0, t_reached)
+
+
+class DenseOutput:
+    """Per-member piecewise-polynomial interpolant over the accepted steps."""
+
+    def __init__(self, steps, dense, direction, t0, t_reached):
+        self.dense, self.direction, self.t0, self.t_reached = dense, direction, t0, t_reached
+        T0 = torch.stack([s[0] for s in steps])                          # (S, B)
+        H = torch.stack([s[1] for s in steps])
+        M = torch.stack([s[4] for s in steps])
+        # Compact each member's accepted steps to the front, in order (stable sort on "rejected").
+        order = torch.sort((~M).to(torch.int8), dim=0, stable=True).indices
+        self.count = M.sum(0)                                              # (B,)
+        self.T0 = T0.gather(0, order)
+        self.H = H.gather(0, order)
+        S = T0.shape[0]
+        valid = torch.arange(S, device=T0.device)[:, None] < self.count[None, :]
+        ends = direction * (self.T0 + self.H)
+        self.keys = torch.where(valid, ends, torch.full_like(ends, float("inf"))).T.contiguous()  # (B, S)
+        self.order = order
+        self.Y0 = torch.stack([s[2] for s in steps])                      # (S, B, n)
+        self.K = torch.stack([s[3] for s in steps])                       # (S, B, s+1, n)
+
+    def __call__(self, tq: torch.Tensor) -> torch.Tensor:
+        """Interpolated states at times ``tq`` (Q,), shape (Q, B, n); NaN where a member never got."""
+        B = self.keys.shape[0]
+        key = (self.direction * tq)[None, :].expand(B, -1).contiguous()     # (B, Q)
+        pos = torch.searchsorted(self.keys, key).clamp(max=self.keys.shape[1] - 1)  # (B, Q)
+        step = self.order.T.gather(1, pos)                                  # (B, Q) index into S
+        cols = torch.arange(B, device=tq.device)[:, None].expand_as(step)
+        t_lo = self.T0.T.gather(1, pos)
+        hs = self.H.T.gather(1, pos)
+        y0 = self.Y0[step, cols]                                            # (B, Q, n)
+        K = self.K[step, cols]                                              # (B, Q, s+1, n)
+        theta = (tq[None, :] - t_lo) / hs
+        out = interpolate(self.dense, theta, y0, hs, K)
+        reached = self.direction * (tq[None, :] - self.t_reached[:, None]) <= 0
+        out = torch.where(reached[..., None], out, torch.full_like(out, float("nan")))
+        return out.transpose(0, 1)                                          # (Q, B, n)
