@@ -13,18 +13,19 @@ from ._problem import ODEProblem
 from ._retcode import ReturnCode, SolveError
 from ._solution import ODESolution, SolverStats
 from .algorithms import AbstractAlgorithm, AbstractExplicitRK, Tsit5
+from .controllers import AbstractController, PIController
 
 __all__ = ["solve"]
 
 _KEYWORDS = ("saveat", "reltol", "abstol", "dt", "adaptive", "maxiters", "dtmin", "dtmax", "tstops",
-             "throw", "progress", "dense", "backend")
+             "controller", "throw", "progress", "dense", "backend")
 _BACKENDS = ("native",)
 
 
 def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: Any = None,
           reltol: Any = 1e-3, abstol: Any = 1e-6, dt: Optional[float] = None, adaptive: Optional[bool] = None,
           maxiters: int = 100_000, dtmin: Optional[float] = None, dtmax: Optional[float] = None,
-          tstops: Any = None, throw: bool = True, progress: bool = False, dense: Optional[bool] = None,
+          tstops: Any = None, controller: Optional[AbstractController] = None, throw: bool = True, progress: bool = False, dense: Optional[bool] = None,
           backend: str = "native", **unknown) -> ODESolution:
     """Integrate ``prob`` with algorithm ``alg`` (default :class:`Tsit5`).
 
@@ -43,6 +44,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         maxiters: step attempts (accepted + rejected) per member before ``MaxIters``.
         dtmin, dtmax: bounds of the step size (defaults ``16 eps(max|t|)`` and ``|t1 - t0|``).
         tstops: times every member must step onto (discontinuities of ``f``).
+        controller: step-size controller, :class:`PIController` (default, DifferentialEquations.jl's
+            gains) or :class:`IController`.
         throw: raise :class:`SolveError` when a member fails; ``False`` returns the solution with
             per-member ``retcode`` (saved values a failed member never reached are NaN).
         progress: show a tqdm progress bar over ``t`` (of the slowest member).
@@ -102,6 +105,11 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     if dtmin_v >= dtmax_v:
         raise ValueError(f"dtmin={dtmin_v:g} must be smaller than dtmax={dtmax_v:g}")
 
+    if controller is None:
+        controller = PIController()
+    elif not isinstance(controller, AbstractController):
+        raise TypeError(f"controller must be pyode.PIController(...) or pyode.IController(...); "
+                        f"got {type(controller).__name__}")
     saveat_v = _saveat(saveat, t0, t1, direction)
     tstops_v = _times("tstops", tstops, t0, t1, direction, sort=True) if tstops is not None else None
     if dense is None:
@@ -114,7 +122,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     single = u0.ndim == 1
     opts = SolveOptions(t0=t0, t1=t1, saveat=saveat_v, save_steps=single and saveat_v is None, dense=dense,
                         reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive, maxiters=int(maxiters),
-                        dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress)
+                        dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress,
+                        controller=controller)
     raw = integrate_explicit_rk(prob.f, u0, prob.p, alg.tableau, opts, prob.batch_shape)
     return _wrap(prob, alg, raw, throw)
 

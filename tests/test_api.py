@@ -323,3 +323,45 @@ def test_dense_output_outside_tspan():
 def test_remake_rejects_unknown_field():
     with pytest.raises(TypeError, match=r"remake got unknown field\(s\) \['u1'\]"):
         osc_problem().remake(u1=torch.ones(2))
+
+
+# ---- step-size controllers -------------------------------------------------------------------
+
+def test_default_controller_is_sciml_pi_and_icontroller_differs():
+    prob = lotka_volterra()
+    default = solve(prob, reltol=1e-6, abstol=1e-8)
+    explicit = solve(prob, reltol=1e-6, abstol=1e-8, controller=pyode.PIController(beta1=7 / 50, beta2=2 / 25))
+    assert default.stats.naccept == explicit.stats.naccept and default.stats.nreject == explicit.stats.nreject
+    torch.testing.assert_close(default.u, explicit.u, rtol=0, atol=0)
+    integral = solve(prob, reltol=1e-6, abstol=1e-8, controller=pyode.IController())
+    assert integral.stats.naccept != default.stats.naccept
+    torch.testing.assert_close(integral.u[-1], default.u[-1], rtol=1e-4, atol=1e-4)
+
+
+def test_icontroller_grows_the_step_faster_on_a_float32_error_floor():
+    # In float32 the error estimate of a smooth problem sits on a round-off floor; PI control's
+    # integral memory then grows the step slowly, integral control does not.
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    torch.nn.init.normal_(net[0].weight, std=0.3)
+    prob = ODEProblem(lambda u, p, t: p(u), torch.randn(64, 2, generator=torch.Generator().manual_seed(0)),
+                      (0.0, 1.0), net)
+    with torch.no_grad():
+        pi = solve(prob, reltol=1e-5, abstol=1e-7, saveat=[1.0])
+        ic = solve(prob, reltol=1e-5, abstol=1e-7, saveat=[1.0], controller=pyode.IController())
+    assert int(ic.stats.naccept.max()) < int(pi.stats.naccept.max())
+    torch.testing.assert_close(ic.u, pi.u, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(beta1=1.5), r"beta1 must be a number in \[0, 1\) or None; got 1.5"),
+    (dict(gamma=0.0), r"gamma must be in \(0, 1\]"),
+    (dict(qmin=2.0), "need 0 < qmin < 1 < qmax"),
+])
+def test_bad_controller_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pyode.PIController(**kwargs)
+
+
+def test_controller_must_be_a_controller():
+    with pytest.raises(TypeError, match="controller must be pyode.PIController"):
+        solve(osc_problem(), controller="PI")

@@ -1,15 +1,13 @@
-"""Error norm, PI step-size controller and initial step size, per batch member.
+"""Error norm and initial step size, per batch member.
 
 All quantities are detached: step sizes are decisions of the integrator, not functions of the
 parameters, so the gradient is that of the discrete solution on the chosen time grid.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-__all__ = ["PIController", "error_norm", "initial_step"]
+__all__ = ["error_norm", "initial_step"]
 
 
 def error_norm(err: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, reltol, abstol) -> torch.Tensor:
@@ -18,40 +16,6 @@ def error_norm(err: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, reltol, ab
         scale = abstol + reltol * torch.maximum(y0.abs(), y1.abs())
         r = (err / scale).to(torch.float64)
         return r.square().mean(-1).sqrt()
-
-
-@dataclass(frozen=True)
-class PIController:
-    """Proportional-integral step-size control with DifferentialEquations.jl's defaults.
-
-    ``q = clamp(E^β1 / qold^β2 / γ, 1/qmax, 1/qmin)`` and ``dt_new = dt / q`` with
-    ``β1 = 7/(10 p)``, ``β2 = 2/(5 p)`` for a method of order ``p``, ``γ = 0.9``, ``qmin = 1/5``,
-    ``qmax = 10``; after a rejection ``dt /= min(1/qmin, E^β1 / γ)``.
-    """
-
-    beta1: float
-    beta2: float
-    gamma: float = 0.9
-    qmin: float = 0.2
-    qmax: float = 10.0
-    qoldinit: float = 1e-4
-
-    @classmethod
-    def for_order(cls, order: int) -> "PIController":
-        return cls(beta1=7.0 / (10.0 * order), beta2=2.0 / (5.0 * order))
-
-    def accept_factor(self, eest: torch.Tensor, qold: torch.Tensor) -> torch.Tensor:
-        """Divisor ``q`` of the step size after an accepted step."""
-        q = eest.pow(self.beta1) / qold.pow(self.beta2) / self.gamma
-        q = q.clamp(1.0 / self.qmax, 1.0 / self.qmin)
-        return torch.where(eest == 0, torch.full_like(q, 1.0 / self.qmax), q)
-
-    def reject_factor(self, eest: torch.Tensor) -> torch.Tensor:
-        """Divisor of the step size after a rejected step (always > 1)."""
-        return (eest.pow(self.beta1) / self.gamma).clamp(max=1.0 / self.qmin).clamp(min=1.0 + 1e-3)
-
-    def next_qold(self, eest: torch.Tensor) -> torch.Tensor:
-        return eest.clamp(min=self.qoldinit)
 
 
 def initial_step(f, t0, y0, f0, direction: float, order: int, reltol, abstol, hmax) -> tuple:

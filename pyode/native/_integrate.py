@@ -13,7 +13,7 @@ import torch
 
 from .._problem import check_rhs_output
 from .._retcode import ReturnCode
-from ._controller import PIController, error_norm, initial_step
+from ._controller import error_norm, initial_step
 from ._explicit_rk import ExplicitRKStepper
 from ._saving import DenseRecorder, EndRecorder, SaveatRecorder, StepRecorder
 
@@ -45,6 +45,7 @@ class SolveOptions:
     dtmax: float
     tstops: Optional[torch.Tensor]
     progress: bool
+    controller: object                  # an AbstractController
 
 
 @dataclass
@@ -127,21 +128,22 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
 
     retcode = torch.zeros(B, dtype=torch.long, device=dev)
     done = ~torch.isfinite(k1).all(-1)
-    retcode[done] = ReturnCode.InitialFailure
+    retcode = torch.where(done, ReturnCode.InitialFailure, retcode)
     hmax = torch.full((B,), opts.dtmax, dtype=torch.float64, device=dev)
     if opts.dt is not None:
         h = torch.full((B,), min(opts.dt, opts.dtmax), dtype=torch.float64, device=dev)
     else:
         h, _ = initial_step(f, t, y, torch.where(done[:, None], torch.zeros_like(k1), k1), direction,
                             tableau.order, reltol, abstol, hmax)
-    controller = PIController.for_order(tableau.order) if opts.adaptive else None
-    qold = torch.full((B,), 1e-4, dtype=torch.float64, device=dev)
+    ctrl = opts.controller.resolve(tableau.order, tableau.embedded_order or tableau.order) if opts.adaptive else None
+    qold = torch.full((B,), ctrl.qoldinit if ctrl else 1.0, dtype=torch.float64, device=dev)
     si = torch.zeros(B, dtype=torch.long, device=dev)
     iters = torch.zeros(B, dtype=torch.long, device=dev)
     naccept = torch.zeros_like(iters)
     nreject = torch.zeros_like(iters)
     streak = torch.zeros_like(iters)
     slack = _LAND_SLACK_ADAPTIVE if opts.adaptive else _LAND_SLACK_FIXED
+    zeros_b = torch.zeros(B, dtype=torch.float64, device=dev)
 
     single = len(batch_shape) == 0
     if opts.saveat is not None:
@@ -152,22 +154,18 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
         saver = EndRecorder(opts.t0, opts.t1, y)
     dense_rec = DenseRecorder() if opts.dense else None
     bar = _progress_bar(opts) if opts.progress else None
+    all_done = bool(done.all())
 
-    while True:
-        over = ~done & (iters >= opts.maxiters)
-        if bool(over.any()):
-            retcode[over] = ReturnCode.MaxIters
-            done = done | over
+    while not all_done:
         active = ~done
-        if not bool(active.any()):
-            break
-
-        dist = direction * (stops[si.clamp(max=n_stops - 1)] - t)
+        stop = stops[si.clamp(max=n_stops - 1)]
+        dist = direction * (stop - t)
         h_try = torch.minimum(h, hmax)
         land = active & (h_try * slack >= dist)
         h_used = torch.where(land, dist, h_try)
-        hs = torch.where(active, direction * h_used, torch.zeros_like(h_used))
-        t_new = torch.where(land, stops[si.clamp(max=n_stops - 1)], t + hs)
+        # Finished members take zero steps: their values stay put and finite.
+        hs = torch.where(active, direction * h_used, zeros_b)
+        t_new = torch.where(land, stop, t + hs)
         at_jump = land & jump[si.clamp(max=n_stops - 1)] if any_jumps else None
         # f at the end of the step: the left limit when the step ends on a discontinuity.
         t_end = torch.where(at_jump, torch.nextafter(t_new, t), t_new) if any_jumps else t_new
@@ -175,8 +173,9 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
         iters = iters + active.long()
 
         with torch.no_grad():
+            # Decide, and update the controller, before touching the differentiable state.
             finite = torch.isfinite(y1).all(-1)
-            if opts.adaptive:
+            if ctrl is not None:
                 eest = error_norm(stepper.error(hs, ks, f1), y, y1, reltol, abstol)
                 if stepper.b_error_low is not None:
                     e_low = error_norm(stepper.error(hs, ks, f1, "low"), y, y1, reltol, abstol)
@@ -184,68 +183,59 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
                     eest = torch.where(denom > 0, eest.square() / denom.clamp(min=1e-300), eest)
                 finite = finite & torch.isfinite(eest)
                 ok = active & finite & (eest <= 1.0)
+                rejected = active & ~ok
+                h_acc = h_used / ctrl.accept_factor(eest, qold)
+                # A step shortened to land on a stop says little about the step size to come.
+                h_acc = torch.where(land & (h_acc < h_try), torch.maximum(h_acc, h_try), h_acc)
+                h_rej = torch.where(finite, h_used / ctrl.reject_factor(eest), h_used * ctrl.qmin)
+                h = torch.where(ok, h_acc, torch.where(rejected, h_rej, h))
+                qold = torch.where(ok, ctrl.next_qold(eest), qold)
+                streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, 0, streak))
+                small = rejected & (h < opts.dtmin)
+                unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))
             else:
                 ok = active & finite
-            rejected = active & ~ok
+                rejected = active & ~ok
+                small = unstable = rejected
+            finished = ok & land & (si >= n_stops - 1)
+            out_of_iters = active & ~finished & (iters >= opts.maxiters)
+            failed = (small | unstable | out_of_iters) & ~finished
+            retcode = torch.where(unstable, ReturnCode.Unstable,
+                                  torch.where(small, ReturnCode.DtLessThanMin,
+                                              torch.where(out_of_iters, ReturnCode.MaxIters, retcode)))
+            retcode = torch.where(failed, retcode, torch.where(finished, ReturnCode.Success, retcode))
+            done = done | finished | failed
+            naccept = naccept + ok.long()
+            nreject = nreject + rejected.long()
+            restart = ok & at_jump if any_jumps else ok & False
+            save_due = saver.due(ok, t_new)
+            # The only host synchronisation of an ordinary iteration.
+            any_ok, all_ok, bad_rejects, any_restart, any_save, all_done = torch.stack([
+                ok.any(), ok.all(), (rejected & ~finite).any(), restart.any(), save_due, done.all()]).tolist()
 
-        if bool((rejected & ~finite).any()) and bool(ok.any()):
-            # Autograd would multiply the zero gradient of the discarded rows by their NaN/Inf
-            # intermediates and poison shared parameters: recompute, moving only accepted members.
-            hs_ok = torch.where(ok, hs, torch.zeros_like(hs))
-            y1, ks, f1 = stepper.step(f, t, hs_ok, torch.where(ok, t_end, t), y, k1)
-
-        if bool(ok.any()):
-            all_ok = bool(ok.all())
+        if any_ok:
+            if bad_rejects:
+                # Autograd would multiply the zero gradient of the discarded rows by their NaN/Inf
+                # intermediates and poison shared parameters: recompute, moving only accepted members.
+                hs = torch.where(ok, hs, zeros_b)
+                y1, ks, f1 = stepper.step(f, t, hs, torch.where(ok, t_end, t), y, k1)
             y_next = y1 if all_ok else torch.where(ok[:, None], y1, y)
             if f1 is None:
                 f1 = f(y_next, torch.where(ok, t_end, t))
             k1_next = f1
-            if any_jumps and bool((ok & at_jump).any()):
-                restart = ok & at_jump
+            if any_restart:
                 k1_next = torch.where(restart[:, None], f(y_next, torch.nextafter(t_new, toward_end)), f1)
             K = None
-
-            def stacked():
-                nonlocal K
-                if K is None:
-                    K = torch.stack(ks + [f1], -2)                 # (B, s+1, n)
-                return K
-
-            saver.record(ok, t, hs, y, t_new, y1, stacked, dense_coef)
+            if (any_save and saver.needs_stages) or dense_rec is not None:
+                K = torch.stack(ks + [f1], -2)                     # (B, s+1, n)
+            if any_save:
+                saver.record(ok, t, hs, y, t_new, y1, K, dense_coef)
             if dense_rec is not None:
-                dense_rec.record(ok, t, hs, y, stacked())
-            if all_ok:
-                y, k1 = y1, k1_next
-            else:
-                y = y_next
-                k1 = torch.where(ok[:, None], k1_next, k1)
+                dense_rec.record(ok, t, hs, y, K)
+            y = y_next
+            k1 = k1_next if all_ok else torch.where(ok[:, None], k1_next, k1)
             t = torch.where(ok, t_new, t)
             si = si + (ok & land).long()
-            finished = ok & land & (si >= n_stops)
-            done = done | finished
-
-        with torch.no_grad():
-            if opts.adaptive:
-                h_acc = h_used / controller.accept_factor(eest, qold)
-                # A step shortened to land on a stop says little about the step size to come.
-                h_acc = torch.where(land & (h_acc < h_try), torch.maximum(h_acc, h_try), h_acc)
-                h_rej = torch.where(finite, h_used / controller.reject_factor(eest), h_used * controller.qmin)
-                h = torch.where(ok, h_acc, torch.where(rejected, h_rej, h))
-                qold = torch.where(ok, controller.next_qold(eest), qold)
-                streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, torch.zeros_like(streak), streak))
-                small = rejected & (h < opts.dtmin)
-                unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))
-                if bool((small | unstable).any()):
-                    retcode[unstable] = ReturnCode.Unstable
-                    retcode[small & ~unstable] = ReturnCode.DtLessThanMin
-                    done = done | small | unstable
-            else:
-                unstable = rejected
-                if bool(unstable.any()):
-                    retcode[unstable] = ReturnCode.Unstable
-                    done = done | unstable
-            naccept = naccept + ok.long()
-            nreject = nreject + rejected.long()
         if bar is not None:
             _advance(bar, t, done, direction, opts.t0)
 

@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-__all__ = ["interpolate", "SaveatRecorder", "StepRecorder", "DenseRecorder", "DenseOutput"]
+__all__ = ["interpolate", "SaveatRecorder", "StepRecorder", "EndRecorder", "DenseRecorder", "DenseOutput"]
 
 
 def interpolate(dense: torch.Tensor, theta: torch.Tensor, y0: torch.Tensor, hs: torch.Tensor,
@@ -19,15 +19,16 @@ def interpolate(dense: torch.Tensor, theta: torch.Tensor, y0: torch.Tensor, hs: 
     Arguments: ``dense`` (s+1, D) polynomial coefficients of θ¹..θᴰ; ``theta`` (...,); ``y0`` (..., n);
     ``hs`` (...,) signed step; ``K`` (..., s+1, n) stage derivatives followed by ``f(t1, y1)``.
     """
-    D = dense.shape[1]
-    th = theta.to(dense.dtype)
-    powers = torch.stack([th ** (d + 1) for d in range(D)], -1)          # (..., D)
+    exponents = torch.arange(1, dense.shape[1] + 1, dtype=dense.dtype, device=dense.device)
+    powers = theta.to(dense.dtype).unsqueeze(-1).pow(exponents)          # (..., D)
     P = (powers @ dense.T).to(y0.dtype)                                   # (..., s+1)
     return y0 + hs.to(y0.dtype)[..., None] * (P.unsqueeze(-2) @ K).squeeze(-2)
 
 
 class SaveatRecorder:
     """Values at user-given times, interpolated inside the step that crosses them."""
+
+    needs_stages = True
 
     def __init__(self, ts: torch.Tensor, direction: float, B: int, t0: float, y0: torch.Tensor):
         self.ts, self.direction, self.B = ts, direction, B
@@ -39,22 +40,27 @@ class SaveatRecorder:
             self.events.append((y0, self.next.clone(), everyone))
             self.next += 1
 
-    def record(self, ok, t, hs, y, t1, y1, K_fn, dense):
-        """Emit every save point in ``(t, t1]`` of the members that accepted a step."""
-        K = None
+    def _want(self, ok, t1):
+        j = self.next.clamp(max=self.T - 1)
+        tj = self.ts[j]
+        return j, tj, ok & (self.next < self.T) & (self.direction * (tj - t1) <= 0)
+
+    def due(self, ok, t1) -> torch.Tensor:
+        """0-d bool tensor: does any member that accepted a step cross a save point?"""
+        return self._want(ok, t1)[2].any()
+
+    def record(self, ok, t, hs, y, t1, y1, K, dense):
+        """Emit every save point in ``(t, t1]`` of the members that accepted a step (called when due)."""
+        j, tj, want = self._want(ok, t1)
         while True:
-            j = self.next.clamp(max=self.T - 1)
-            tj = self.ts[j]
-            want = ok & (self.next < self.T) & (self.direction * (tj - t1) <= 0)
-            if not bool(want.any()):
-                return
-            if K is None:
-                K = K_fn()
             theta = torch.where(want, (tj - t) / torch.where(want, hs, torch.ones_like(hs)), torch.zeros_like(hs))
             value = interpolate(dense, theta, y, hs, K)
             value = torch.where((tj == t1)[:, None], y1, value)   # landed exactly: no interpolation error
             self.events.append((value, j, want))
             self.next = self.next + want.long()
+            j, tj, want = self._want(ok, t1)
+            if not bool(want.any()):  # several save points inside one step: rare, one sync each
+                return
 
     def result(self, single: bool):
         if not self.events:
@@ -63,10 +69,12 @@ class SaveatRecorder:
         V = torch.stack([v for v, _, _ in self.events])                   # (E, B, n)
         E, B, n = V.shape
         V = torch.cat([V, V.new_full((1, B, n), float("nan"))])          # row E: never reached
+        J = torch.stack([j for _, j, _ in self.events])                   # (E, B) save index
+        M = torch.stack([m for _, _, m in self.events])                   # (E, B) written?
+        event = torch.arange(E, device=V.device)[:, None].expand(E, B)
+        cols = torch.arange(B, device=V.device)[None, :].expand(E, B)
         idx = torch.full((self.T, B), E, dtype=torch.long, device=V.device)
-        cols = torch.arange(B, device=V.device)
-        for e, (_, j, m) in enumerate(self.events):
-            idx[j[m], cols[m]] = e
+        idx[J[M], cols[M]] = event[M]                                      # each (j, b) written once
         out = V.gather(0, idx[:, :, None].expand(self.T, B, n))
         if single:
             reached = int(self.next[0])
@@ -77,11 +85,16 @@ class SaveatRecorder:
 class StepRecorder:
     """Every accepted step of a single problem (no ``saveat``)."""
 
+    needs_stages = False
+
     def __init__(self, t0: float, y0: torch.Tensor):
         self.t = [torch.tensor([t0], dtype=torch.float64, device=y0.device)]
         self.y = [y0]
 
-    def record(self, ok, t, hs, y, t1, y1, K_fn, dense):
+    def due(self, ok, t1) -> torch.Tensor:
+        return ok.any()
+
+    def record(self, ok, t, hs, y, t1, y1, K, dense):
         self.t.append(t1)
         self.y.append(y1)
 
@@ -92,12 +105,17 @@ class StepRecorder:
 class EndRecorder:
     """Start and end of each member of a batch (no ``saveat``); members that failed get NaN at the end."""
 
+    needs_stages = False
+
     def __init__(self, t0: float, t1: float, y0: torch.Tensor):
         self.ts = torch.tensor([t0, t1], dtype=torch.float64, device=y0.device)
         self.y0 = y0
         self.y_end = None
 
-    def record(self, ok, t, hs, y, t1, y1, K_fn, dense):
+    def due(self, ok, t1) -> torch.Tensor:
+        return torch.zeros((), dtype=torch.bool, device=ok.device)
+
+    def record(self, ok, t, hs, y, t1, y1, K, dense):
         pass
 
     def finish(self, y: torch.Tensor, success: torch.Tensor):
