@@ -36,23 +36,26 @@ _EXPLANATIONS = {
     ReturnCode.Success: "the integration reached the end of tspan",
     ReturnCode.MaxIters: "the number of step attempts reached maxiters",
     ReturnCode.DtLessThanMin: "the step size fell below dtmin",
-    ReturnCode.Unstable: "non-finite values (NaN/Inf) appeared and shrinking the step did not remove them",
+    ReturnCode.Unstable: "non-finite values (NaN/Inf) appeared in the solution or in f",
     ReturnCode.InitialFailure: "f(u0, p, t0) is not finite",
     ReturnCode.ConvergenceFailure: "the nonlinear (Newton) iterations did not converge",
     ReturnCode.Terminated: "the integration was terminated early on request",
 }
 
 
-def _hint(code: ReturnCode, stiff_alg: bool) -> str:
+def _hint(code: ReturnCode, stiff_alg: bool, adaptive: bool) -> str:
     if code in (ReturnCode.MaxIters, ReturnCode.DtLessThanMin):
         if not stiff_alg:
             return ("the problem may be stiff: explicit methods need tiny steps on stiff problems, "
                     "use a stiff (implicit or Rosenbrock) algorithm; otherwise look for a "
                     "singularity of the solution near t, or raise maxiters")
         return "look for a singularity of the solution near t, loosen the tolerances or raise maxiters"
+    if code is ReturnCode.Unstable and not adaptive:
+        return ("a fixed-step method cannot retry with a smaller step: reduce dt, or use an adaptive "
+                "method; check f for divisions by zero or log/sqrt of negative values")
     if code is ReturnCode.Unstable:
-        return ("f produced NaN/Inf: check f for divisions by zero, log/sqrt of negative values or a "
-                "solution that blows up; a stiff algorithm helps when the blow-up is an explicit "
+        return ("shrinking the step did not remove them: check f for divisions by zero, log/sqrt of "
+                "negative values or a solution that blows up; a stiff algorithm helps when the blow-up is an explicit "
                 "method's instability")
     if code is ReturnCode.InitialFailure:
         return "evaluate f(u0, p, t0) yourself and check it for NaN/Inf"
@@ -68,7 +71,7 @@ class SolveError(RuntimeError):
     """
 
     def __init__(self, solution: "ODESolution", failed: torch.Tensor, t: torch.Tensor, dt: torch.Tensor,
-                 codes: torch.Tensor, stiff_alg: bool, batch_shape: torch.Size, max_listed: int = 5):
+                 codes: torch.Tensor, stiff_alg: bool, adaptive: bool, batch_shape: torch.Size, max_listed: int = 5):
         self.solution = solution
         self.failed = failed
         lines = []
@@ -82,7 +85,7 @@ class SolveError(RuntimeError):
         first = ReturnCode(int(codes[failed[0]]))
         header = ("solve failed" if len(batch_shape) == 0
                   else f"solve failed for {len(failed)} of {int(torch.Size(batch_shape).numel())} batch members")
-        hint = _hint(first, stiff_alg)
+        hint = _hint(first, stiff_alg, adaptive)
         msg = header + ":\n" + "\n".join(lines)
         if hint:
             msg += f"\nHint: {hint}."

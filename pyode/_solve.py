@@ -85,6 +85,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
 
     reltol_v = _tolerance("reltol", reltol, n)
     abstol_v = _tolerance("abstol", abstol, n)
+    _check_resolution(reltol_v, u0.dtype)
     if adaptive is None:
         adaptive = alg.adaptive
     elif not isinstance(adaptive, bool):
@@ -125,7 +126,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                         dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress,
                         controller=controller)
     raw = integrate_explicit_rk(prob.f, u0, prob.p, alg.tableau, opts, prob.batch_shape)
-    return _wrap(prob, alg, raw, throw)
+    return _wrap(prob, alg, raw, throw, adaptive)
 
 
 def _check_alg(alg) -> AbstractAlgorithm:
@@ -177,6 +178,17 @@ def _tolerance(name: str, value, n: int):
     return _positive_float(name, value)
 
 
+def _check_resolution(reltol, dtype: torch.dtype) -> None:
+    """A relative tolerance below the state's precision can never be met: the solve would grind
+    through maxiters tiny steps. Refuse it up front."""
+    smallest = float(reltol.min()) if isinstance(reltol, torch.Tensor) else reltol
+    eps = torch.finfo(dtype).eps
+    if smallest < 4 * eps:
+        advice = "use a float64 state (u0.double())" if dtype != torch.float64 else "loosen reltol"
+        raise ValueError(f"reltol={smallest:g} is below what {dtype} can resolve (eps={eps:.2g}); "
+                         f"{advice} or pass reltol >= {4 * eps:.1g}")
+
+
 def _times(name: str, value, t0: float, t1: float, direction: float, sort: bool) -> torch.Tensor:
     try:
         ts = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value, dtype=torch.float64)
@@ -225,7 +237,7 @@ def _saveat(saveat, t0: float, t1: float, direction: float) -> Optional[torch.Te
     return _times("saveat", saveat, t0, t1, direction, sort=False)
 
 
-def _wrap(prob: ODEProblem, alg, raw, throw: bool) -> ODESolution:
+def _wrap(prob: ODEProblem, alg, raw, throw: bool, adaptive: bool) -> ODESolution:
     batch_shape = prob.batch_shape
     single = len(batch_shape) == 0
     n = prob.u0.shape[-1]
@@ -244,5 +256,5 @@ def _wrap(prob: ODEProblem, alg, raw, throw: bool) -> ODESolution:
     failed = torch.nonzero(raw.retcode != ReturnCode.Success).reshape(-1)
     if throw and failed.numel() > 0:
         raise SolveError(sol, failed.cpu(), raw.t_final.cpu(), raw.dt_final.cpu(), raw.retcode.cpu(),
-                         stiff_alg=alg.stiff, batch_shape=batch_shape)
+                         stiff_alg=alg.stiff, adaptive=adaptive, batch_shape=batch_shape)
     return sol

@@ -365,3 +365,16 @@ def test_bad_controller_settings(kwargs, match):
 def test_controller_must_be_a_controller():
     with pytest.raises(TypeError, match="controller must be pyode.PIController"):
         solve(osc_problem(), controller="PI")
+
+
+def test_fixed_step_unstable_hint_says_reduce_dt():
+    prob = ODEProblem(lambda u, p, t: u * u, torch.tensor([2.0], dtype=torch.float64), (0.0, 1.0))
+    with pytest.raises(SolveError, match=r"Unstable at t=.*\n.*Hint: a fixed-step method cannot retry.*reduce dt"):
+        solve(prob, pyode.RK4(), dt=0.3)
+
+
+def test_reltol_below_state_precision_is_refused():
+    with pytest.raises(ValueError, match=r"reltol=1e-12 is below what torch.float32 can resolve.*u0.double\(\)"):
+        solve(lotka_volterra(dtype=torch.float32), reltol=1e-12, abstol=1e-14)
+    with pytest.raises(ValueError, match=r"reltol=1e-17 is below what torch.float64 can resolve"):
+        solve(lotka_volterra(), reltol=1e-17)
