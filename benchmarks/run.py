@@ -449,7 +449,7 @@ TOLERANCE_NOTE = (
     "DOP853 (and pyode DP8) use Hairer's combined 3rd/5th-order estimate. Step-size controllers differ: "
     "pyode PI (DifferentialEquations.jl defaults), torchode IntegralController, torchdiffeq and scipy "
     "integral control with their own safety factors. Saved values are interpolated with each method's "
-    "dense output (pyode DP8 steps onto saveat times instead). Equal tolerances therefore do not mean "
+    "dense output. Equal tolerances therefore do not mean "
     "equal accuracy: read time together with the error column.")
 
 

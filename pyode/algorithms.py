@@ -93,8 +93,9 @@ class BS3(AbstractExplicitRK):
 class Vern7(AbstractExplicitRK):
     """Verner's "most efficient" 7(6) pair, for tight tolerances.
 
-    Order 7, embedded order 6, 10 stages (no FSAL). Dense output ``sol(t)`` is cubic Hermite (order 3);
-    ``saveat`` times are stepped onto, so saved values carry the method's full order.
+    Order 7, embedded order 6, 10 stages (no FSAL). Verner's continuous extension of degree 7 (order 6
+    by the order conditions, behaving as order 7 in practice) with 5 extra evaluations per
+    interpolated step, for ``saveat`` and ``sol(t)``.
     J. H. Verner, Numer. Algorithms 53 (2010) 383-396.
     """
 
@@ -105,8 +106,8 @@ class Vern7(AbstractExplicitRK):
 class DP8(AbstractExplicitRK):
     """Dormand-Prince 8(5,3) as in Hairer's DOP853, for very tight tolerances.
 
-    Order 8, 12 stages, error from the combined 5th- and 3rd-order estimators. Dense output ``sol(t)``
-    is cubic Hermite (order 3); ``saveat`` times are stepped onto, so saved values carry full order.
+    Order 8, 12 stages, error from the combined 5th- and 3rd-order estimators. Hairer's 7th-order
+    dense output with 3 extra evaluations per interpolated step, for ``saveat`` and ``sol(t)``.
     E. Hairer, S. P. Nørsett, G. Wanner, Solving ODEs I, 2nd ed., Springer 1993, Sec. II.10.
     """
 

@@ -27,13 +27,15 @@ by_name_adaptive = pytest.mark.parametrize("tab", ADAPTIVE, ids=lambda t: t.name
 
 
 def is_exact(tab: ButcherTableau) -> bool:
-    fields = [tab.c, tab.b, tab.b_error or (), *tab.a, *(tab.dense or ())]
+    """The step's coefficients are exact rationals (interpolants are checked in floating point)."""
+    fields = [tab.c, tab.b, tab.b_error or (), *tab.a]
     return all(isinstance(x, (int, Fraction)) for row in fields for x in row)
 
 
 def augmented(tab: ButcherTableau):
-    """Stage weights of the tableau extended by stage s+1 = f(t + h, y1): c = 1, a-row = b."""
-    return StageWeights(tab.a + (tab.b,))
+    """Stage weights of the tableau extended by stage s+1 = f(t + h, y1) (c = 1, a-row = b) and
+    then by the continuous extension's extra stages e_1..e_m (rows over k_1..k_s, f1, e_1..)."""
+    return StageWeights(tab.a + (tab.b,) + (tab.dense_extra_a or ()))
 
 
 def padded(weights, s: int) -> tuple:
@@ -80,8 +82,13 @@ def test_construction_consistent(tab):
     assert tab.reference
     # Rebuilding from the fields runs __post_init__ again.
     assert dataclasses.replace(tab) == tab
+    m = tab.extra_stages
+    assert len(tab.dense_extra_c or ()) == len(tab.dense_extra_a or ()) == m
+    for j, (cj, row) in enumerate(zip(tab.dense_extra_c or (), tab.dense_extra_a or ())):
+        assert len(row) == s + 1 + j
+        assert float(sum(row)) == pytest.approx(float(cj), abs=1e-12)
     rows = tab.dense_coefficients()
-    assert len(rows) == s + 1
+    assert len(rows) == s + 1 + m
     for i, row in enumerate(rows):
         bi = float(tab.b[i]) if i < s else 0.0
         assert sum(row) == pytest.approx(bi, abs=1e-10)
@@ -104,6 +111,42 @@ def test_construction_consistent(tab):
 def test_broken_tableau_rejected(change, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(RK4, **change)
+
+
+def _with_extra(tab, j, row):
+    rows = list(tab.dense_extra_a)
+    rows[j] = tuple(row)
+    return tuple(rows)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: dict(dense_extra_a=None), "dense_extra_c and dense_extra_a go together"),
+        (lambda t: dict(dense_extra_c=t.dense_extra_c[:-1]), "dense_extra_a has 3 rows, but dense_extra_c has 2"),
+        (lambda t: dict(dense_extra_a=_with_extra(t, 2, t.dense_extra_a[2][:-1])),
+         r"row 2 of dense_extra_a has 14 entries, expected s \+ 1 \+ 2 = 15"),
+        (lambda t: dict(dense_extra_a=_with_extra(t, 1, t.dense_extra_a[1] + (0,))),
+         r"row 1 of dense_extra_a has 15 entries, expected s \+ 1 \+ 1 = 14"),
+        (lambda t: dict(dense_extra_a=_with_extra(t, 0, (t.dense_extra_a[0][0] + 1e-3,) + t.dense_extra_a[0][1:])),
+         "row 0 of dense_extra_a sums to"),
+        (lambda t: dict(dense=t.dense[:-1]), r"dense has 15 rows, expected s \+ 1 \+ m = 16"),
+        (lambda t: dict(dense=t.dense[:-1] + ((1,) + t.dense[-1][1:],)), r"dense row 15 sums to .* expected 0"),
+        (lambda t: dict(dense=None, dense_order=None), "dense_extra_c/dense_extra_a need dense"),
+    ],
+    ids=["a-missing", "count", "row-short", "row-long", "row-sum", "dense-rows", "dense-extra-sum", "no-dense"],
+)
+def test_broken_extra_stages_rejected(change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(DP8, **change(DP8))
+
+
+def test_extra_stages_need_their_dense_rows():
+    # RK4 has no interpolant of its own: extra stages with a 5-row (s + 1) dense are one row short.
+    dense = ((1, 0), (0, 0), (0, 0), (0, 0), (0, 0))
+    with pytest.raises(ValueError, match=r"dense has 5 rows, expected s \+ 1 \+ m = 6"):
+        dataclasses.replace(RK4, dense=dense, dense_order=1, dense_extra_c=(Fraction(1, 2),),
+                            dense_extra_a=((Fraction(1, 2), 0, 0, 0, 0),))
 
 
 def test_broken_row_names_the_row():
@@ -161,3 +204,70 @@ def test_dense_output_order(tab):
             assert not bad, f"{tab.name}: θ={theta}, order-{n} conditions fail: {bad[:3]}"
     worst = max(abs(float(dense_residual(rows, theta, phi(t), t))) for theta in THETAS for t in trees(q + 1))
     assert worst > VIOLATED, f"{tab.name}: interpolant is of order {q + 1} too"
+
+
+# ---- high-order continuous extensions with extra stages (Vern7, DP8) ----------------------------
+
+def test_vern7_and_dp8_interpolants():
+    # Degree 7 each; Vern7 needs 5 extra stages (Verner's stage 11 is f(t + h, y1) itself), DP8 3.
+    for tab, m, q in ((VERN7, 5, 6), (DP8, 3, 7)):
+        assert tab.extra_stages == m and len(tab.dense) == tab.stages + 1 + m
+        assert {len(row) for row in tab.dense} == {7}
+        assert tab.interpolant_order == tab.dense_order == q
+        # Accurate enough to interpolate saveat instead of stepping onto it.
+        assert tab.interpolant_order + 1 >= tab.order
+        # Extra stages lie inside the step.
+        assert all(0 < float(c) < 1 for c in tab.dense_extra_c)
+
+
+def test_vern7_interpolant_is_order_6_with_tiny_order_7_defects():
+    """Verner's published 40-digit coefficients, checked exactly: every condition up to order 6 holds
+    to the precision of the decimals; 12 order-7 conditions are off by at most ~3e-7 (so dense_order
+    is 6), which is ~100x less than the order-8 defects: in practice the error is that of order 7."""
+    phi = augmented(VERN7)
+    for theta in THETAS:
+        worst = max(abs(float(dense_residual(VERN7.dense, theta, phi(t), t))) for n in range(1, 7) for t in trees(n))
+        assert worst < 1e-30, (theta, worst)
+    def defects(order):
+        return {t: max(abs(float(dense_residual(VERN7.dense, th, phi(t), t))) for th in THETAS)
+                for t in trees(order)}
+
+    d7, d8 = defects(7), defects(8)
+    off = [t for t, d in d7.items() if d > 1e-30]
+    assert len(off) == 12 and all(len(t) == 1 for t in off), off     # all of the form [τ]
+    assert VIOLATED < max(d7.values()) < 3e-7, max(d7.values())
+    assert max(d8.values()) > 50 * max(d7.values()), (max(d7.values()), max(d8.values()))
+    # At θ = 1 the extension is the step itself, of order 7.
+    assert max(abs(float(dense_residual(VERN7.dense, Fraction(1), phi(t), t))) for t in trees(7)) < 1e-30
+
+
+def test_dp8_interpolant_is_scipys_dop853_dense_output():
+    """The extra stages are SciPy's (dop853.f's), and the expanded ``dense`` rows give the same
+    polynomial as SciPy's ``Dop853DenseOutput`` for arbitrary stage values."""
+    import numpy as np
+    from scipy.integrate._ivp import dop853_coefficients as ref
+    from scipy.integrate._ivp.rk import Dop853DenseOutput
+
+    s, m = DP8.stages, DP8.extra_stages
+    assert (ref.N_STAGES, ref.N_STAGES_EXTENDED) == (s, s + 1 + m)      # K_extended holds f1 too
+    np.testing.assert_array_equal(np.array([float(c) for c in DP8.dense_extra_c]), ref.C[s + 1:])
+    for j, row in enumerate(DP8.dense_extra_a):
+        np.testing.assert_array_equal(np.array([float(x) for x in row]), ref.A[s + 1 + j, :s + 1 + j])
+    np.testing.assert_array_equal(np.array([float(x) for x in DP8.b]), ref.B)
+
+    rng = np.random.default_rng(0)
+    n, h, t0 = 3, 0.37, 1.5
+    K = rng.standard_normal((s + 1 + m, n))
+    y0 = rng.standard_normal(n)
+    y1 = y0 + h * ref.B @ K[:s]
+    F = np.empty((ref.INTERPOLATOR_POWER, n))
+    F[0] = y1 - y0
+    F[1] = h * K[0] - F[0]
+    F[2] = 2 * F[0] - h * (K[s] + K[0])
+    F[3:] = h * ref.D @ K
+    scipy_dense = Dop853DenseOutput(t0, t0 + h, y0, F)
+    rows = np.array(DP8.dense_coefficients())                       # (s + 1 + m, 7)
+    for theta in (0.0, 0.1, 1 / 3, 0.5, 0.9, 1.0):
+        P = rows @ theta ** np.arange(1, rows.shape[1] + 1)
+        ours = y0 + h * P @ K
+        np.testing.assert_allclose(ours, scipy_dense(t0 + theta * h), rtol=0, atol=1e-13)

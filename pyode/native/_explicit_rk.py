@@ -26,7 +26,9 @@ class ExplicitRKStepper:
     The state carried between steps is ``(t, y, k1)`` with ``k1 = f(y, t)``: for FSAL methods the
     last stage gives the next ``k1`` for free; for the others ``f(y1, t1)`` is evaluated once the
     step is accepted, which is the next step's first stage anyway (no extra cost) and provides the
-    end-point derivative the Hermite interpolant needs.
+    end-point derivative the interpolants use (cubic Hermite; Verner's and DOP853's extensions).
+    Extra stages of a continuous extension are evaluated by :meth:`dense_stages`, only for steps
+    that are interpolated.
     """
 
     def __init__(self, tableau: ButcherTableau):
@@ -38,6 +40,8 @@ class ExplicitRKStepper:
         self.b_error_low = None if tableau.b_error_low is None else [float(x) for x in tableau.b_error_low]
         self.fsal = tableau.fsal
         self.dense = tableau.dense_coefficients()
+        self.extra_c = [float(x) for x in tableau.dense_extra_c or ()]
+        self.extra_a = [[float(x) for x in row] for row in tableau.dense_extra_a or ()]
         s = tableau.stages
         # The error estimate needs f(t1, y1) when an error weight sits on it (DOP853).
         self.error_needs_f1 = any(len(e) == s + 1 and e[s] != 0.0
@@ -70,3 +74,19 @@ class ExplicitRKStepper:
         weights = self.b_error if which == "main" else self.b_error_low
         terms = ks + [f1] if len(weights) > len(ks) else ks
         return hs.to(ks[0].dtype)[:, None] * lincomb(weights, terms)
+
+    def dense_stages(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, y: torch.Tensor,
+                     ks: List[torch.Tensor], f1: torch.Tensor) -> torch.Tensor:
+        """The derivatives the continuous extension combines, ``(B, s + 1 + m, n)``.
+
+        ``ks + [f1]`` followed by the tableau's ``m`` extra stages, evaluated here (one call of ``f``
+        each, for the whole batch, at times ``t + c_j * hs``) so that only steps that are actually
+        interpolated pay for them. ``y`` is the state at the start of the step, ``f1 = f(y1, t1)``.
+        """
+        K = list(ks) + [f1]
+        if self.extra_c:
+            h = hs.to(y.dtype)[:, None]
+            for c, row in zip(self.extra_c, self.extra_a):
+                incr = lincomb(row, K)
+                K.append(f(y if incr is None else y + h * incr, t + c * hs))
+        return torch.stack(K, -2)

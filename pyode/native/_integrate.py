@@ -66,15 +66,21 @@ class _CountingRHS:
 
     def __init__(self, f: Callable, p, batch_shape: torch.Size, n: int):
         self.f, self.p, self.batch_shape, self.n = f, p, tuple(batch_shape), n
+        self.flat = len(self.batch_shape) == 1      # (B, n) already is the user's shape
         self.calls = 0
 
     def __call__(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        u = y.reshape(*self.batch_shape, self.n)
-        out = self.f(u, self.p, t.reshape(self.batch_shape))
+        if self.flat:
+            u, out = y, self.f(y, self.p, t)
+        else:
+            u = y.reshape(*self.batch_shape, self.n)
+            out = self.f(u, self.p, t.reshape(self.batch_shape))
         if self.calls == 1:
             check_rhs_output(out, u)
-        return out.reshape(y.shape).to(y.dtype)
+        if out.dtype != y.dtype:
+            out = out.to(y.dtype)
+        return out if self.flat else out.reshape(y.shape)
 
 
 def _stops(opts: SolveOptions, direction: float, use_saveat: bool, device):
@@ -227,7 +233,9 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
                 k1_next = torch.where(restart[:, None], f(y_next, torch.nextafter(t_new, toward_end)), f1)
             K = None
             if (any_save and saver.needs_stages) or dense_rec is not None:
-                K = torch.stack(ks + [f1], -2)                     # (B, s+1, n)
+                # Extra stages move only accepted members (finite values for the rest, as above).
+                hs_ok = hs if all_ok else torch.where(ok, hs, zeros_b)
+                K = stepper.dense_stages(f, t, hs_ok, y, ks, f1)  # (B, s+1+m, n)
             if any_save:
                 saver.record(ok, t, hs, y, t_new, y1, K, dense_coef)
             if dense_rec is not None:

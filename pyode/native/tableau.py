@@ -43,10 +43,16 @@ class ButcherTableau:
         fsal: the last stage is evaluated at ``(t + h, y1)`` (``c[-1] == 1``, ``a[-1] == b``), so it
             is the next step's first stage.
         dense: continuous extension ``y(t + θh) = y + h * sum_i P_i(θ) K_i`` over
-            ``K = (k_1, ..., k_s, f(t + h, y1))``. Row ``i`` lists the coefficients of
-            ``θ, θ², ..., θ^d`` of ``P_i``. ``None`` means cubic Hermite interpolation
-            (see :func:`hermite_dense`).
+            ``K = (k_1, ..., k_s, f(t + h, y1), e_1, ..., e_m)``. Row ``i`` lists the coefficients
+            of ``θ, θ², ..., θ^d`` of ``P_i`` (``s + 1 + m`` rows). ``None`` means cubic Hermite
+            interpolation (see :func:`hermite_dense`).
         dense_order: order of the continuous extension.
+        dense_extra_c: nodes of the ``m`` extra stages the continuous extension needs (evaluated
+            only for steps that are interpolated).
+        dense_extra_a: their coefficients: extra stage ``j`` (from 0) is
+            ``e_j = f(t + c_j h, y + h * sum_i a_ji K_i)`` over
+            ``K = (k_1, ..., k_s, f(t + h, y1), e_1, ..., e_{j-1})``, so row ``j`` has ``s + 1 + j``
+            entries.
         b_error_low: an optional second error estimator (DOP853 style); when given, the error
             norm is ``e² / sqrt(e² + 0.01 e_low²)`` with ``e``, ``e_low`` the scaled norms of both.
         reference: citation for the coefficients.
@@ -62,6 +68,8 @@ class ButcherTableau:
     fsal: bool = False
     dense: Optional[Tuple[Tuple[Number, ...], ...]] = None
     dense_order: Optional[int] = None
+    dense_extra_c: Optional[Tuple[Number, ...]] = None
+    dense_extra_a: Optional[Tuple[Tuple[Number, ...], ...]] = None
     b_error_low: Optional[Tuple[Number, ...]] = None
     reference: str = ""
 
@@ -99,20 +107,40 @@ class ButcherTableau:
                 problems.append("fsal=True needs c[-1] == 1 and a[-1] == b[:-1]")
             if self.b[-1] != 0:
                 problems.append("fsal=True needs b[-1] == 0")
+        m = 0
+        if (self.dense_extra_c is None) != (self.dense_extra_a is None):
+            problems.append("dense_extra_c and dense_extra_a go together")
+        elif self.dense_extra_c is not None:
+            object.__setattr__(self, "dense_extra_c", _as_tuple(self.dense_extra_c))
+            object.__setattr__(self, "dense_extra_a", tuple(_as_tuple(r) for r in self.dense_extra_a))
+            m = len(self.dense_extra_c)
+            if self.dense is None:
+                problems.append("dense_extra_c/dense_extra_a need dense")
+            if len(self.dense_extra_a) != m:
+                problems.append(f"dense_extra_a has {len(self.dense_extra_a)} rows, but dense_extra_c has {m} nodes")
+            for j, (cj, row) in enumerate(zip(self.dense_extra_c, self.dense_extra_a)):
+                if len(row) != s + 1 + j:
+                    problems.append(f"row {j} of dense_extra_a has {len(row)} entries, "
+                                    f"expected s + 1 + {j} = {s + 1 + j}")
+                elif abs(float(sum(row)) - float(cj)) > _TOL:
+                    problems.append(f"row {j} of dense_extra_a sums to {float(sum(row))!r}, "
+                                    f"but dense_extra_c[{j}]={float(cj)!r}")
         if self.dense is not None:
             object.__setattr__(self, "dense", tuple(_as_tuple(r) for r in self.dense))
-            if len(self.dense) != s + 1:
-                problems.append(f"dense has {len(self.dense)} rows, expected s + 1 = {s + 1}")
+            if len(self.dense) != s + 1 + m:
+                problems.append(f"dense has {len(self.dense)} rows, expected s + 1 + m = {s + 1 + m}")
             elif len({len(r) for r in self.dense}) != 1:
                 problems.append("dense rows must all have the same number of coefficients")
             elif self.dense_order is None:
                 problems.append("dense needs dense_order")
             else:
-                # P_i(1) must reproduce the step itself: sum_j dense[i][j] == b_i (with b_{s+1} = 0).
+                # P_i(1) must reproduce the step itself: sum_j dense[i][j] == b_i, with weight 0 on
+                # f(t + h, y1) and on the extra stages.
                 for i, row in enumerate(self.dense):
                     bi = float(self.b[i]) if i < s else 0.0
                     if abs(float(sum(row)) - bi) > 1e-10:
-                        problems.append(f"dense row {i} sums to {float(sum(row))!r} at θ=1, expected b[{i}]={bi!r}")
+                        problems.append(f"dense row {i} sums to {float(sum(row))!r} at θ=1, expected "
+                                        + (f"b[{i}]={bi!r}" if i < s else "0"))
         if problems:
             raise ValueError(f"inconsistent Butcher tableau {self.name!r}: " + "; ".join(problems))
 
@@ -121,11 +149,16 @@ class ButcherTableau:
         return len(self.c)
 
     @property
+    def extra_stages(self) -> int:
+        """Number ``m`` of extra stages of the continuous extension (0 for most methods)."""
+        return 0 if self.dense_extra_c is None else len(self.dense_extra_c)
+
+    @property
     def adaptive(self) -> bool:
         return self.b_error is not None
 
     def dense_coefficients(self) -> Tuple[Tuple[float, ...], ...]:
-        """Rows of ``P_i`` coefficients (θ¹..θ^d) over ``(k_1..k_s, f(t+h, y1))``, as floats."""
+        """Rows of ``P_i`` coefficients (θ¹..θ^d) over ``(k_1..k_s, f(t+h, y1), e_1..e_m)``, as floats."""
         rows = self.dense if self.dense is not None else hermite_dense(self.b)
         return tuple(tuple(float(x) for x in row) for row in rows)
 

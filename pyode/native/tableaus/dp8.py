@@ -8,9 +8,23 @@ and their code ``dop853.f``. The values are the decimals of ``dop853.f`` (also i
 
 Twelve stages. ``b_error`` holds the fifth-order error weights (``ER1 .. ER12``) and
 ``b_error_low`` the third-order estimator ``b - b̂₃`` (``BHH1, BHH2, BHH3`` on stages 1, 9, 12); the
-thirteenth entry of each, on ``f(t + h, y1)``, is zero. The seventh-order interpolant of DOP853
-needs three extra stages, so dense output falls back to cubic Hermite (``dense=None``).
+thirteenth entry of each, on ``f(t + h, y1)``, is zero.
+
+Continuous extension: DOP853's dense output (``contd8`` of ``dop853.f``; SciPy's
+``Dop853DenseOutput``), a polynomial of degree 7 built from the step's stages, ``f(t + h, y1)``
+and three extra stages ``k14, k15, k16`` (at ``c = 0.1, 0.2, 7/9``): three evaluations of ``f`` per
+interpolated step. Hairer writes it as
+
+    y(t + θh) = y0 + θ (F0 + (1-θ) (F1 + θ (F2 + (1-θ) (F3 + θ (F4 + (1-θ) (F5 + θ F6))))))
+
+with ``F0 = Δy = h Σ b_i k_i``, ``F1 = h k1 - Δy``, ``F2 = 2 Δy - h (k1 + f(t + h, y1))`` and
+``F3..F6 = h Σ_i d_ji K_i`` over ``K = (k1..k12, f(t + h, y1), k14, k15, k16)``; the extra stages and
+the ``d`` rows are those of SciPy's ``dop853_coefficients.py`` (``A[13:16]``, ``C[13:16]``, ``D``),
+i.e. of ``dop853.f``. :func:`_contd8_rows` expands that form into the ``dense`` layout (coefficients
+of θ¹..θ⁷ per ``K`` entry) in exact rational arithmetic on these (double-precision) values.
 """
+from fractions import Fraction
+
 from ..tableau import ButcherTableau
 
 __all__ = ["DP8"]
@@ -29,6 +43,94 @@ _B = (
 # Third-order weights b̂₃ (nonzero on stages 1, 9 and 12 only).
 _BHH = {0: 0.244094488188976377952755905512, 8: 0.733846688281611857341361741547,
         11: 0.220588235294117647058823529412e-1}
+
+# Extra stages k14, k15, k16: rows over K = (k1..k12, f(t + h, y1), k14, k15).
+_EXTRA_C = (0.1, 0.2, 0.777777777777777777777777777778)
+_EXTRA_A = (
+    (5.61675022830479523392909219681e-2, 0, 0, 0, 0, 0,
+     2.53500210216624811088794765333e-1,
+     -2.46239037470802489917441475441e-1,
+     -1.24191423263816360469010140626e-1,
+     1.5329179827876569731206322685e-1,
+     8.20105229563468988491666602057e-3,
+     7.56789766054569976138603589584e-3,
+     -8.298e-3),
+    (3.18346481635021405060768473261e-2, 0, 0, 0, 0,
+     2.83009096723667755288322961402e-2,
+     5.35419883074385676223797384372e-2,
+     -5.49237485713909884646569340306e-2,
+     0, 0,
+     -1.08347328697249322858509316994e-4,
+     3.82571090835658412954920192323e-4,
+     -3.40465008687404560802977114492e-4,
+     1.41312443674632500278074618366e-1),
+    (-4.28896301583791923408573538692e-1, 0, 0, 0, 0,
+     -4.69762141536116384314449447206,
+     7.68342119606259904184240953878,
+     4.06898981839711007970213554331,
+     3.56727187455281109270669543021e-1,
+     0, 0, 0,
+     -1.39902416515901462129418009734e-3,
+     2.9475147891527723389556272149,
+     -9.15095847217987001081870187138),
+)
+
+# d rows of contd8 (F3..F6), over K = (k1..k12, f(t + h, y1), k14, k15, k16); nonzero entries only.
+_D = (
+    {0: -0.84289382761090128651353491142e+1, 5: 0.56671495351937776962531783590,
+     6: -0.30689499459498916912797304727e+1, 7: 0.23846676565120698287728149680e+1,
+     8: 0.21170345824450282767155149946e+1, 9: -0.87139158377797299206789907490,
+     10: 0.22404374302607882758541771650e+1, 11: 0.63157877876946881815570249290,
+     12: -0.88990336451333310820698117400e-1, 13: 0.18148505520854727256656404962e+2,
+     14: -0.91946323924783554000451984436e+1, 15: -0.44360363875948939664310572000e+1},
+    {0: 0.10427508642579134603413151009e+2, 5: 0.24228349177525818288430175319e+3,
+     6: 0.16520045171727028198505394887e+3, 7: -0.37454675472269020279518312152e+3,
+     8: -0.22113666853125306036270938578e+2, 9: 0.77334326684722638389603898808e+1,
+     10: -0.30674084731089398182061213626e+2, 11: -0.93321305264302278729567221706e+1,
+     12: 0.15697238121770843886131091075e+2, 13: -0.31139403219565177677282850411e+2,
+     14: -0.93529243588444783865713862664e+1, 15: 0.35816841486394083752465898540e+2},
+    {0: 0.19985053242002433820987653617e+2, 5: -0.38703730874935176555105901742e+3,
+     6: -0.18917813819516756882830838328e+3, 7: 0.52780815920542364900561016686e+3,
+     8: -0.11573902539959630126141871134e+2, 9: 0.68812326946963000169666922661e+1,
+     10: -0.10006050966910838403183860980e+1, 11: 0.77771377980534432092869265740,
+     12: -0.27782057523535084065932004339e+1, 13: -0.60196695231264120758267380846e+2,
+     14: 0.84320405506677161018159903784e+2, 15: 0.11992291136182789328035130030e+2},
+    {0: -0.25693933462703749003312586129e+2, 5: -0.15418974869023643374053993627e+3,
+     6: -0.23152937917604549567536039109e+3, 7: 0.35763911791061412378285349910e+3,
+     8: 0.93405324183624310003907691704e+2, 9: -0.37458323136451633156875139351e+2,
+     10: 0.10409964950896230045147246184e+3, 11: 0.29840293426660503123344363579e+2,
+     12: -0.43533456590011143754432175058e+2, 13: 0.96324553959188282948394950600e+2,
+     14: -0.39177261675615439165231486172e+2, 15: -0.14972683625798562581422125276e+3},
+)
+
+
+def _contd8_rows(b, d_rows, n_k):
+    """``dense`` rows (coefficients of θ¹..θ⁷ per ``K`` entry) of Hairer's nested form.
+
+    The form is ``Σ_k B_k(θ) F_k`` with ``B_k(θ) = θ^(k//2 + 1) (1 - θ)^((k + 1)//2)``
+    (θ, θ(1-θ), θ²(1-θ), θ²(1-θ)², ...) and ``F_k = h Σ_i w_ki K_i``; index ``s`` of ``K`` is
+    ``f(t + h, y1)``.
+    """
+    s = len(b)
+    bk = [Fraction(x) for x in b] + [Fraction(0)] * (n_k - s)
+    unit = lambda i: [Fraction(int(j == i)) for j in range(n_k)]  # noqa: E731
+    weights = [bk,
+               [u - x for u, x in zip(unit(0), bk)],
+               [2 * x - u - v for x, u, v in zip(bk, unit(0), unit(s))]]
+    weights += [[Fraction(d.get(i, 0)) for i in range(n_k)] for d in d_rows]
+    degree = len(weights)
+    rows = [[Fraction(0)] * degree for _ in range(n_k)]
+    for k, w in enumerate(weights):
+        poly = [Fraction(1)]                                       # coefficients of θ⁰, θ¹, ...
+        for factor in [(0, 1)] * (k // 2 + 1) + [(1, -1)] * ((k + 1) // 2):
+            poly = [sum(poly[j] * factor[i - j] for j in range(len(poly)) if 0 <= i - j < 2)
+                    for i in range(len(poly) + 1)]
+        poly += [Fraction(0)] * (degree + 1 - len(poly))            # B_k has degree k + 1
+        for i in range(n_k):
+            for p in range(1, degree + 1):
+                rows[i][p - 1] += w[i] * poly[p]
+    return tuple(tuple(r) for r in rows)
+
 
 DP8 = ButcherTableau(
     name="DP8",
@@ -92,9 +194,13 @@ DP8 = ButcherTableau(
     b_error_low=tuple(bi - _BHH.get(i, 0) for i, bi in enumerate(_B)) + (0,),
     order=8,
     embedded_order=5,
+    dense=_contd8_rows(_B, _D, len(_B) + 1 + len(_EXTRA_C)),
+    dense_order=7,
+    dense_extra_c=_EXTRA_C,
+    dense_extra_a=_EXTRA_A,
     reference=(
         "P. J. Prince, J. R. Dormand, High order embedded Runge-Kutta formulae, "
-        "J. Comput. Appl. Math. 7 (1981) 67-75; 8(5,3) error estimators of "
-        "Hairer-Nørsett-Wanner I (1993), dop853.f"
+        "J. Comput. Appl. Math. 7 (1981) 67-75; 8(5,3) error estimators and the dense output "
+        "contd8 of Hairer-Nørsett-Wanner I (1993), dop853.f (via SciPy dop853_coefficients.py)"
     ),
 )
