@@ -150,6 +150,7 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
     streak = torch.zeros_like(iters)
     slack = _LAND_SLACK_ADAPTIVE if opts.adaptive else _LAND_SLACK_FIXED
     zeros_b = torch.zeros(B, dtype=torch.float64, device=dev)
+    no_member = torch.zeros(B, dtype=torch.bool, device=dev)
 
     single = len(batch_shape) == 0
     if opts.saveat is not None:
@@ -205,19 +206,21 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
                 small = unstable = rejected
             finished = ok & land & (si >= n_stops - 1)
             out_of_iters = active & ~finished & (iters >= opts.maxiters)
-            failed = (small | unstable | out_of_iters) & ~finished
-            retcode = torch.where(unstable, ReturnCode.Unstable,
-                                  torch.where(small, ReturnCode.DtLessThanMin,
-                                              torch.where(out_of_iters, ReturnCode.MaxIters, retcode)))
-            retcode = torch.where(failed, retcode, torch.where(finished, ReturnCode.Success, retcode))
-            done = done | finished | failed
+            failed = small | unstable | out_of_iters
+            ended = finished | failed
             naccept = naccept + ok.long()
             nreject = nreject + rejected.long()
-            restart = ok & at_jump if any_jumps else ok & False
-            save_due = saver.due(ok, t_new)
+            restart = ok & at_jump if any_jumps else no_member
             # The only host synchronisation of an ordinary iteration.
-            any_ok, all_ok, bad_rejects, any_restart, any_save, all_done = torch.stack([
-                ok.any(), ok.all(), (rejected & ~finite).any(), restart.any(), save_due, done.all()]).tolist()
+            any_ok, all_ok, bad_rejects, any_restart, any_save, any_ended = torch.stack([
+                ok.any(), ok.all(), (rejected & ~finite).any(), restart.any(), saver.due(ok, t_new),
+                ended.any()]).tolist()
+            if any_ended:
+                retcode = torch.where(unstable, ReturnCode.Unstable,
+                                      torch.where(small, ReturnCode.DtLessThanMin,
+                                                  torch.where(out_of_iters, ReturnCode.MaxIters, retcode)))
+                done = done | ended
+                all_done = bool(done.all())
 
         if any_ok:
             if bad_rejects:
