@@ -118,15 +118,24 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     elif not isinstance(dense, bool):
         raise TypeError(f"dense must be True, False or None; got {dense!r}")
 
-    from .native._integrate import SolveOptions, integrate_explicit_rk
+    from .native._integrate import SolveOptions, integrate
 
     single = u0.ndim == 1
     opts = SolveOptions(t0=t0, t1=t1, saveat=saveat_v, save_steps=single and saveat_v is None, dense=dense,
                         reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive, maxiters=int(maxiters),
                         dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress,
                         controller=controller)
-    raw = integrate_explicit_rk(prob.f, u0, prob.p, alg.tableau, opts, prob.batch_shape)
+    raw = integrate(prob.f, u0, prob.p, _native_stepper(alg), opts, prob.batch_shape)
     return _wrap(prob, alg, raw, throw, adaptive)
+
+
+def _native_stepper(alg: AbstractAlgorithm):
+    """The native engine's numerics for an algorithm object (fresh per solve: steppers hold caches)."""
+    from .native._explicit_rk import ExplicitRKStepper
+
+    if isinstance(alg, AbstractExplicitRK):
+        return ExplicitRKStepper(alg.tableau)
+    raise TypeError(f"the native engine has no implementation of {alg!r}")
 
 
 def _check_alg(alg) -> AbstractAlgorithm:
@@ -244,12 +253,13 @@ def _wrap(prob: ODEProblem, alg, raw, throw: bool, adaptive: bool) -> ODESolutio
     u = raw.u.reshape(raw.u.shape[0], *batch_shape, n)
     if single:
         retcode = ReturnCode(int(raw.retcode[0]))
-        stats = SolverStats(nf=raw.nf, naccept=int(raw.naccept[0]), nreject=int(raw.nreject[0]))
+        stats = SolverStats(nf=raw.nf, naccept=int(raw.naccept[0]), nreject=int(raw.nreject[0]), njac=raw.njac,
+                            nlu=raw.nlu, nsolve=raw.nsolve)
         t_final = float(raw.t_final[0])
     else:
         retcode = raw.retcode.reshape(batch_shape)
         stats = SolverStats(nf=raw.nf, naccept=raw.naccept.reshape(batch_shape),
-                            nreject=raw.nreject.reshape(batch_shape))
+                            nreject=raw.nreject.reshape(batch_shape), njac=raw.njac, nlu=raw.nlu, nsolve=raw.nsolve)
         t_final = raw.t_final.reshape(batch_shape)
     sol = ODESolution(t=raw.t, u=u, retcode=retcode, stats=stats, prob=prob, alg=alg, t_final=t_final,
                       dense=raw.dense, batch_shape=batch_shape)

@@ -38,7 +38,12 @@ def _van_der_pol_rhs(u, mu, t):
 
 def van_der_pol(mu: float = 1.0, u0=(2.0, 0.0), tspan=(0.0, 6.3), dtype=torch.float64, device=None) -> ODEProblem:
     """Van der Pol oscillator ``x'' = μ(1 - x²)x' - x`` as a first-order system; stiff for large ``μ``."""
-    return ODEProblem(_van_der_pol_rhs, _tensor(u0, dtype, device), tspan, mu)
+    return ODEProblem(_van_der_pol_rhs, _tensor(u0, dtype, device), tspan, mu, jac=_van_der_pol_jac)
+
+
+def _van_der_pol_jac(u, mu, t):
+    x, y = u[..., 0], u[..., 1]
+    return _dense_jac(u, 2, {(0, 1): 1.0, (1, 0): -2.0 * mu * x * y - 1.0, (1, 1): mu * (1 - x * x)})
 
 
 ARENSTORF_PERIOD = 17.0652165601579625588917206249
@@ -92,3 +97,422 @@ def kepler_exact(t: float, eccentricity: float = 0.5) -> torch.Tensor:
     q = (c - e, math.sqrt(1 - e * e) * s)
     v = (-s / rfac, math.sqrt(1 - e * e) * c / rfac)
     return torch.tensor([*q, *v], dtype=torch.float64)
+
+
+# ================================================================================================
+# Stiff reference problems, each with its analytic Jacobian.
+#
+# Sources: E. Hairer, G. Wanner, "Solving Ordinary Differential Equations II", 2nd ed., Springer
+# 1996, Section IV.10 (ROBER, OREGO, HIRES, VDPOL); F. Mazzia, C. Magherini et al., "Test Set for
+# IVP Solvers", https://archimede.uniba.it/~testset/ (files rober.f, hires.f, orego.f, pollu.f,
+# vdpol.f, revision 2006; they give the equations, Jacobians, initial values and the reference
+# solutions at the final time collected in STIFF_REFERENCE below); SciMLBenchmarks.jl StiffODE
+# (ROBER on (0, 1e5), HIRES, OREGO, POLLU with the same constants).
+#
+# Every rhs and Jacobian takes the rate constants as ``p`` of shape (*batch, k) (indexed with
+# ``p[..., i]``, so an unbatched ``p`` is shared by a batched ``u`` and vice versa) and ignores t.
+# ================================================================================================
+
+def _stack(components):
+    """``torch.stack(..., -1)`` after broadcasting (a component may not depend on the batched input)."""
+    return torch.stack(torch.broadcast_tensors(*components), -1)
+
+
+def _dense_jac(u, n, entries):
+    """The ``(*batch, n, n)`` matrix with the given ``{(row, col): value}`` entries (0-based), zeros elsewhere.
+
+    Values are tensors broadcasting against ``u.shape[:-1]`` or Python numbers; built with
+    ``torch.stack`` (no in-place writes), so it differentiates and ``vmap``s.
+    """
+    tensors = [v for v in entries.values() if isinstance(v, torch.Tensor)]
+    shape = torch.broadcast_shapes(u.shape[:-1], *(v.shape for v in tensors))
+    dtype = u.dtype
+    for v in tensors:
+        dtype = torch.promote_types(dtype, v.dtype)
+    zero = torch.zeros(shape, dtype=dtype, device=u.device)
+    flat = [zero] * (n * n)
+    for (i, j), v in entries.items():
+        flat[i * n + j] = v.to(dtype).expand(shape) if isinstance(v, torch.Tensor) else torch.full_like(zero, v)
+    return torch.stack(flat, -1).reshape(*shape, n, n)
+
+
+# ---- ROBER --------------------------------------------------------------------------------------
+
+def _robertson_rhs(u, k, t):
+    y1, y2, y3 = u[..., 0], u[..., 1], u[..., 2]
+    k1, k2, k3 = k[..., 0], k[..., 1], k[..., 2]
+    r1, r2, r3 = k1 * y1, k2 * y2 * y2, k3 * y2 * y3
+    return _stack([-r1 + r3, r1 - r2 - r3, r2])
+
+
+def _robertson_jac(u, k, t):
+    y2, y3 = u[..., 1], u[..., 2]
+    k1, k2, k3 = k[..., 0], k[..., 1], k[..., 2]
+    return _dense_jac(u, 3, {
+        (0, 0): -k1, (0, 1): k3 * y3, (0, 2): k3 * y2,
+        (1, 0): k1, (1, 1): -2.0 * k2 * y2 - k3 * y3, (1, 2): -k3 * y2,
+        (2, 1): 2.0 * k2 * y2,
+    })
+
+
+def robertson(k=(0.04, 3e7, 1e4), u0=(1.0, 0.0, 0.0), tspan=(0.0, 1e5), dtype=torch.float64,
+              device=None) -> ODEProblem:
+    """Robertson's chemical kinetics problem ROBER (Robertson 1966; Hairer & Wanner II, IV.1 and IV.10)::
+
+        y1' = -k1 y1 + k3 y2 y3
+        y2' =  k1 y1 - k2 y2² - k3 y2 y3
+        y3' =  k2 y2²
+
+    with ``p = k = (k1, k2, k3) = (0.04, 3e7, 1e4)`` (shape ``(*batch, 3)`` for a batch of rate
+    constants), ``u0 = (1, 0, 0)``. The default span ``(0, 1e5)`` is SciMLBenchmarks' ROBER; the IVP
+    test set integrates to ``1e11`` (reference in :data:`STIFF_REFERENCE`).
+
+    Stiffness: the rate constants span 12 orders of magnitude; y2 rises within ~1e-4 to a
+    quasi-steady ~3.6e-5 and then decays like 1/t, while y1 → 0 and y3 → 1 over ~1e11. Explicit
+    methods need step sizes ~1e-3 throughout; implicit ones grow the step with t. A too-large
+    absolute tolerance on y2 lets it go negative, after which the solution blows up.
+
+    Conservation: the three right-hand sides add to zero, so ``y1 + y2 + y3`` is constant (= 1 for
+    the default ``u0``); the analytic Jacobian's columns sum to zero accordingly.
+    """
+    return ODEProblem(_robertson_rhs, _tensor(u0, dtype, device), tspan, _tensor(k, dtype, device),
+                      jac=_robertson_jac)
+
+
+# ---- HIRES --------------------------------------------------------------------------------------
+
+HIRES_P = (1.71, 0.43, 8.32, 0.0007, 8.75, 10.03, 0.035, 1.12, 1.745, 280.0, 0.69, 1.81)
+"""HIRES coefficients (a1, ..., a12) in the order of :func:`hires`'s equations (test set hires.f)."""
+HIRES_U0 = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0057)
+
+
+def _hires_rhs(u, p, t):
+    y1, y2, y3, y4, y5, y6, y7, y8 = u.unbind(-1)
+    a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12 = p.unbind(-1)
+    r = a10 * y6 * y8
+    f7 = r - a12 * y7
+    return _stack([
+        -a1 * y1 + a2 * y2 + a3 * y3 + a4,
+        a1 * y1 - a5 * y2,
+        -a6 * y3 + a2 * y4 + a7 * y5,
+        a3 * y2 + a1 * y3 - a8 * y4,
+        -a9 * y5 + a2 * y6 + a2 * y7,
+        -r + a11 * y4 + a1 * y5 - a2 * y6 + a11 * y7,
+        f7,
+        -f7,
+    ])
+
+
+def _hires_jac(u, p, t):
+    y6, y8 = u[..., 5], u[..., 7]
+    a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12 = p.unbind(-1)
+    return _dense_jac(u, 8, {
+        (0, 0): -a1, (0, 1): a2, (0, 2): a3,
+        (1, 0): a1, (1, 1): -a5,
+        (2, 2): -a6, (2, 3): a2, (2, 4): a7,
+        (3, 1): a3, (3, 2): a1, (3, 3): -a8,
+        (4, 4): -a9, (4, 5): a2, (4, 6): a2,
+        (5, 3): a11, (5, 4): a1, (5, 5): -a10 * y8 - a2, (5, 6): a11, (5, 7): -a10 * y6,
+        (6, 5): a10 * y8, (6, 6): -a12, (6, 7): a10 * y6,
+        (7, 5): -a10 * y8, (7, 6): a12, (7, 7): -a10 * y6,
+    })
+
+
+def hires(u0=HIRES_U0, p=HIRES_P, tspan=(0.0, 321.8122), dtype=torch.float64, device=None) -> ODEProblem:
+    """HIRES: "High Irradiance RESponse" of photomorphogenesis (Schäfer 1975), 8 species, as in
+    Hairer & Wanner II, IV.10 and the IVP test set (hires.f)::
+
+        y1' = -1.71 y1 + 0.43 y2 + 8.32 y3 + 0.0007
+        y2' =  1.71 y1 - 8.75 y2
+        y3' = -10.03 y3 + 0.43 y4 + 0.035 y5
+        y4' =  8.32 y2 + 1.71 y3 - 1.12 y4
+        y5' = -1.745 y5 + 0.43 y6 + 0.43 y7
+        y6' = -280 y6 y8 + 0.69 y4 + 1.71 y5 - 0.43 y6 + 0.69 y7
+        y7' =  280 y6 y8 - 1.81 y7
+        y8' = -y7'
+
+    ``p`` holds the twelve distinct coefficients :data:`HIRES_P` = (1.71, 0.43, 8.32, 0.0007, 8.75,
+    10.03, 0.035, 1.12, 1.745, 280, 0.69, 1.81) (shape ``(*batch, 12)``; every occurrence of a value
+    uses the same entry). ``u0 = (1, 0, 0, 0, 0, 0, 0, 0.0057)``, ``t1 = 321.8122``; the test set's
+    reference solution there is in :data:`STIFF_REFERENCE`.
+
+    Stiffness: moderately stiff, Jacobian eigenvalues down to about -1.5e3 at ``u0`` (from the
+    ``280 y6 y8`` coupling; ~-13 otherwise), against a solution that evolves on times of order 1–100.
+
+    Conservation: ``y7' + y8' = 0``, so ``y7 + y8`` is constant (0.0057 for the standard ``u0``).
+    """
+    return ODEProblem(_hires_rhs, _tensor(u0, dtype, device), tspan, _tensor(p, dtype, device), jac=_hires_jac)
+
+
+# ---- OREGO --------------------------------------------------------------------------------------
+
+OREGO_P = (77.27, 8.375e-6, 0.161)
+"""Oregonator constants (s, q, w) of Hairer & Wanner II, IV.10 / test set orego.f."""
+
+
+def _orego_rhs(u, p, t):
+    y1, y2, y3 = u[..., 0], u[..., 1], u[..., 2]
+    s, q, w = p[..., 0], p[..., 1], p[..., 2]
+    return _stack([
+        s * (y2 + y1 * (1.0 - q * y1 - y2)),
+        (y3 - (1.0 + y1) * y2) / s,
+        w * (y1 - y3),
+    ])
+
+
+def _orego_jac(u, p, t):
+    y1, y2 = u[..., 0], u[..., 1]
+    s, q, w = p[..., 0], p[..., 1], p[..., 2]
+    return _dense_jac(u, 3, {
+        (0, 0): s * (1.0 - 2.0 * q * y1 - y2), (0, 1): s * (1.0 - y1),
+        (1, 0): -y2 / s, (1, 1): -(1.0 + y1) / s, (1, 2): 1.0 / s,
+        (2, 0): w, (2, 2): -w,
+    })
+
+
+def orego(u0=(1.0, 2.0, 3.0), p=OREGO_P, tspan=(0.0, 360.0), dtype=torch.float64, device=None) -> ODEProblem:
+    """OREGO: the Oregonator, Field & Noyes' model of the Belousov–Zhabotinskii reaction (Hairer &
+    Wanner II, IV.10; IVP test set orego.f)::
+
+        y1' = s (y2 + y1 (1 - q y1 - y2))
+        y2' = (y3 - (1 + y1) y2) / s
+        y3' = w (y1 - y3)
+
+    with ``p = (s, q, w) = (77.27, 8.375e-6, 0.161)`` (shape ``(*batch, 3)``), ``u0 = (1, 2, 3)``,
+    ``t1 = 360`` (reference in :data:`STIFF_REFERENCE`).
+
+    Stiffness: a relaxation oscillation with period ≈ 303; the components swing over several
+    orders of magnitude (y1 between ~1 and ~1e5, y2 up to ~2e3, y3 up to ~2e4) in sharp fronts,
+    and the Jacobian's eigenvalues reach about -1e5 there (``s q y1``, ``s y2``) against slow phases
+    of length ~100. No conservation law.
+    """
+    return ODEProblem(_orego_rhs, _tensor(u0, dtype, device), tspan, _tensor(p, dtype, device), jac=_orego_jac)
+
+
+# ---- POLLU --------------------------------------------------------------------------------------
+
+POLLU_P = (0.35, 26.6, 1.23e4, 8.6e-4, 8.2e-4, 1.5e4, 1.3e-4, 2.4e4, 1.65e4, 9.0e3, 2.2e-2, 1.2e4, 1.88,
+           1.63e4, 4.8e6, 3.5e-4, 1.75e-2, 1.0e8, 4.44e11, 1.24e3, 2.1, 5.78, 4.74e-2, 1.78e3, 3.12)
+"""POLLU rate constants k1..k25 (Verwer 1994; test set pollu.f; SciMLBenchmarks POLLU)."""
+POLLU_U0 = (0.0, 0.2, 0.0, 0.04, 0.0, 0.0, 0.1, 0.3, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.007, 0.0, 0.0, 0.0)
+
+
+def _pollu_rates(y, k):
+    """The 25 reaction rates r1..r25 (0-based lists of tensors ``y``, ``k``)."""
+    return [
+        k[0] * y[0],               # r1
+        k[1] * y[1] * y[3],        # r2
+        k[2] * y[4] * y[1],        # r3
+        k[3] * y[6],               # r4
+        k[4] * y[6],               # r5
+        k[5] * y[6] * y[5],        # r6
+        k[6] * y[8],               # r7
+        k[7] * y[8] * y[5],        # r8
+        k[8] * y[10] * y[1],       # r9
+        k[9] * y[10] * y[0],       # r10
+        k[10] * y[12],             # r11
+        k[11] * y[9] * y[1],       # r12
+        k[12] * y[13],             # r13
+        k[13] * y[0] * y[5],       # r14
+        k[14] * y[2],              # r15
+        k[15] * y[3],              # r16
+        k[16] * y[3],              # r17
+        k[17] * y[15],             # r18
+        k[18] * y[15],             # r19
+        k[19] * y[16] * y[5],      # r20
+        k[20] * y[18],             # r21
+        k[21] * y[18],             # r22
+        k[22] * y[0] * y[3],       # r23
+        k[23] * y[18] * y[0],      # r24
+        k[24] * y[19],             # r25
+    ]
+
+
+def _pollu_rhs(u, p, t):
+    y, k = u.unbind(-1), p.unbind(-1)
+    r = [None] + _pollu_rates(y, k)  # r[1]..r[25] as in the test set
+    return _stack([
+        -r[1] - r[10] - r[14] - r[23] - r[24] + r[2] + r[3] + r[9] + r[11] + r[12] + r[22] + r[25],
+        -r[2] - r[3] - r[9] - r[12] + r[1] + r[21],
+        -r[15] + r[1] + r[17] + r[19] + r[22],
+        -r[2] - r[16] - r[17] - r[23] + r[15],
+        -r[3] + 2.0 * r[4] + r[6] + r[7] + r[13] + r[20],
+        -r[6] - r[8] - r[14] - r[20] + r[3] + 2.0 * r[18],
+        -r[4] - r[5] - r[6] + r[13],
+        r[4] + r[5] + r[6] + r[7],
+        -r[7] - r[8],
+        -r[12] + r[7] + r[9],
+        -r[9] - r[10] + r[8] + r[11],
+        r[9],
+        -r[11] + r[10],
+        -r[13] + r[12],
+        r[14],
+        -r[18] - r[19] + r[16],
+        -r[20],
+        r[20],
+        -r[21] - r[22] - r[24] + r[23] + r[25],
+        -r[25] + r[24],
+    ])
+
+
+def _pollu_jac(u, p, t):
+    y = [None] + list(u.unbind(-1))  # 1-based, as in the test set's jeval
+    k = [None] + list(p.unbind(-1))
+    return _dense_jac(u, 20, {(i - 1, j - 1): v for (i, j), v in {
+        (1, 1): -k[1] - k[10] * y[11] - k[14] * y[6] - k[23] * y[4] - k[24] * y[19],
+        (1, 11): -k[10] * y[1] + k[9] * y[2],
+        (1, 6): -k[14] * y[1],
+        (1, 4): -k[23] * y[1] + k[2] * y[2],
+        (1, 19): -k[24] * y[1] + k[22],
+        (1, 2): k[2] * y[4] + k[9] * y[11] + k[3] * y[5] + k[12] * y[10],
+        (1, 13): k[11],
+        (1, 20): k[25],
+        (1, 5): k[3] * y[2],
+        (1, 10): k[12] * y[2],
+
+        (2, 4): -k[2] * y[2],
+        (2, 5): -k[3] * y[2],
+        (2, 11): -k[9] * y[2],
+        (2, 10): -k[12] * y[2],
+        (2, 19): k[21],
+        (2, 1): k[1],
+        (2, 2): -k[2] * y[4] - k[3] * y[5] - k[9] * y[11] - k[12] * y[10],
+
+        (3, 1): k[1],
+        (3, 4): k[17],
+        (3, 16): k[19],
+        (3, 19): k[22],
+        (3, 3): -k[15],
+
+        (4, 4): -k[2] * y[2] - k[16] - k[17] - k[23] * y[1],
+        (4, 2): -k[2] * y[4],
+        (4, 1): -k[23] * y[4],
+        (4, 3): k[15],
+
+        (5, 5): -k[3] * y[2],
+        (5, 2): -k[3] * y[5],
+        (5, 7): 2.0 * k[4] + k[6] * y[6],
+        (5, 6): k[6] * y[7] + k[20] * y[17],
+        (5, 9): k[7],
+        (5, 14): k[13],
+        (5, 17): k[20] * y[6],
+
+        (6, 6): -k[6] * y[7] - k[8] * y[9] - k[14] * y[1] - k[20] * y[17],
+        (6, 7): -k[6] * y[6],
+        (6, 9): -k[8] * y[6],
+        (6, 1): -k[14] * y[6],
+        (6, 17): -k[20] * y[6],
+        (6, 2): k[3] * y[5],
+        (6, 5): k[3] * y[2],
+        (6, 16): 2.0 * k[18],
+
+        (7, 7): -k[4] - k[5] - k[6] * y[6],
+        (7, 6): -k[6] * y[7],
+        (7, 14): k[13],
+
+        (8, 7): k[4] + k[5] + k[6] * y[6],
+        (8, 6): k[6] * y[7],
+        (8, 9): k[7],
+
+        (9, 9): -k[7] - k[8] * y[6],
+        (9, 6): -k[8] * y[9],
+
+        (10, 10): -k[12] * y[2],
+        (10, 2): -k[12] * y[10] + k[9] * y[11],
+        (10, 9): k[7],
+        (10, 11): k[9] * y[2],
+
+        (11, 11): -k[9] * y[2] - k[10] * y[1],
+        (11, 2): -k[9] * y[11],
+        (11, 1): -k[10] * y[11],
+        (11, 9): k[8] * y[6],
+        (11, 6): k[8] * y[9],
+        (11, 13): k[11],
+
+        (12, 11): k[9] * y[2],
+        (12, 2): k[9] * y[11],
+
+        (13, 13): -k[11],
+        (13, 11): k[10] * y[1],
+        (13, 1): k[10] * y[11],
+
+        (14, 14): -k[13],
+        (14, 10): k[12] * y[2],
+        (14, 2): k[12] * y[10],
+
+        (15, 1): k[14] * y[6],
+        (15, 6): k[14] * y[1],
+
+        (16, 16): -k[18] - k[19],
+        (16, 4): k[16],
+
+        (17, 17): -k[20] * y[6],
+        (17, 6): -k[20] * y[17],
+
+        (18, 17): k[20] * y[6],
+        (18, 6): k[20] * y[17],
+
+        (19, 19): -k[21] - k[22] - k[24] * y[1],
+        (19, 1): -k[24] * y[19] + k[23] * y[4],
+        (19, 4): k[23] * y[1],
+        (19, 20): k[25],
+
+        (20, 20): -k[25],
+        (20, 1): k[24] * y[19],
+        (20, 19): k[24] * y[1],
+    }.items()})
+
+
+def pollu(u0=POLLU_U0, p=POLLU_P, tspan=(0.0, 60.0), dtype=torch.float64, device=None) -> ODEProblem:
+    """POLLU: the chemistry of the air-pollution model of the Dutch National Institute of Public
+    Health and Environmental Protection (RIVM), 20 species and 25 reactions (J. G. Verwer,
+    "Gauss–Seidel iteration for stiff ODEs from chemical kinetics", SIAM J. Sci. Comput. 15 (1994);
+    IVP test set pollu.f; SciMLBenchmarks POLLU).
+
+    Mass-action rates ``r1 = k1 y1, r2 = k2 y2 y4, r3 = k3 y5 y2, ..., r25 = k25 y20`` (see
+    ``_pollu_rates``) and ``y' = S r`` with the test set's stoichiometry. ``p`` is the vector of the
+    25 rate constants :data:`POLLU_P` (shape ``(*batch, 25)``); ``u0`` has y2 = 0.2, y4 = 0.04,
+    y7 = 0.1, y8 = 0.3, y9 = 0.01, y17 = 0.007 and zeros elsewhere (concentrations in ppm, time in
+    minutes); ``t1 = 60`` (reference in :data:`STIFF_REFERENCE`).
+
+    Stiffness: the rate constants span 0.00013 to 4.44e11, so the Jacobian has eigenvalues down to
+    about -4.4e11 (the y16 decay ``-(k18 + k19)``) and -4.8e6 (y3) against a 60-minute horizon;
+    several concentrations (y16 ~ 4e-18 at t1) are tiny, so absolute tolerances must be far below
+    them for relative accuracy.
+
+    Conservation: the stoichiometry conserves ``y17 + y18`` (= 0.007), ``y4 + y3 + y16 + y19 + y20 -
+    ...`` combinations do not all hold; the linear invariants of the reaction network are listed
+    in ``POLLU_INVARIANTS``.
+    """
+    return ODEProblem(_pollu_rhs, _tensor(u0, dtype, device), tspan, _tensor(p, dtype, device), jac=_pollu_jac)
+
+
+# ---- VDPOL (Hairer's scaled form) ---------------------------------------------------------------
+
+def _van_der_pol_scaled_rhs(u, eps, t):
+    y1, y2 = u[..., 0], u[..., 1]
+    return _stack([y2, ((1.0 - y1 * y1) * y2 - y1) / eps])
+
+
+def _van_der_pol_scaled_jac(u, eps, t):
+    y1, y2 = u[..., 0], u[..., 1]
+    return _dense_jac(u, 2, {(0, 1): 1.0, (1, 0): (-2.0 * y1 * y2 - 1.0) / eps, (1, 1): (1.0 - y1 * y1) / eps})
+
+
+def van_der_pol_scaled(eps: float = 1e-6, u0=(2.0, -0.66), tspan=(0.0, 2.0), dtype=torch.float64,
+                       device=None) -> ODEProblem:
+    """Van der Pol's equation in Hairer's rescaled stiff form VDPOL (Hairer & Wanner II, IV.10; IVP
+    test set vdpol.f)::
+
+        y1' = y2
+        y2' = ((1 - y1²) y2 - y1) / ε
+
+    (``t → t/μ``, ``ε = 1/μ²`` applied to :func:`van_der_pol`), so the limit cycle's period stays
+    ≈ 1.6 (= 3 - 2 ln 2 + O(ε^(2/3))) for any ``ε``. ``p = ε`` (a float, or a tensor of the batch shape),
+    default 1e-6: very stiff (Jacobian eigenvalue ≈ -(y1² - 1)/ε ≈ -3e6 on the slow branches) with
+    fast jumps near t ≈ 0.8 and 1.6. ``u0 = (2, -0.66)`` is the value of Hairer's RADAU5 driver (close to
+    the slow manifold y2 ≈ -2/3); the IVP test set starts from ``(2, 0)`` instead, and its reference at
+    t = 2 is in :data:`STIFF_REFERENCE`. No conservation law.
+    """
+    return ODEProblem(_van_der_pol_scaled_rhs, _tensor(u0, dtype, device), tspan, eps,
+                      jac=_van_der_pol_scaled_jac)

@@ -1,4 +1,4 @@
-"""The native engine's integration loop for explicit Runge-Kutta methods, batched per member.
+"""The native engine's integration loop, batched per member, for any :class:`AbstractStepper`.
 
 Every batch member carries its own time, step size, controller memory and return code; one loop
 iteration attempts one step for all members at once and merges the outcome with ``torch.where``.
@@ -14,10 +14,10 @@ import torch
 from .._problem import check_rhs_output
 from .._retcode import ReturnCode
 from ._controller import error_norm, initial_step
-from ._explicit_rk import ExplicitRKStepper
+from ._stepper import AbstractStepper
 from ._saving import DenseRecorder, EndRecorder, SaveatRecorder, StepRecorder
 
-__all__ = ["SolveOptions", "RawSolution", "integrate_explicit_rk"]
+__all__ = ["SolveOptions", "RawSolution", "integrate"]
 
 # A step within 1% of the next stop is stretched to land on it (avoids a sliver of a step after it).
 _LAND_SLACK_ADAPTIVE = 1.01
@@ -56,6 +56,9 @@ class RawSolution:
     t_final: torch.Tensor      # (B,) float64: where each member stopped
     dt_final: torch.Tensor     # (B,) float64: the last step size tried
     nf: int
+    njac: int
+    nlu: int
+    nsolve: int
     naccept: torch.Tensor
     nreject: torch.Tensor
     dense: Optional[object]
@@ -107,14 +110,13 @@ def _stops(opts: SolveOptions, direction: float, use_saveat: bool, device):
     return stops, jump
 
 
-def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: SolveOptions,
-                          batch_shape: torch.Size) -> RawSolution:
+def integrate(f_user: Callable, u0: torch.Tensor, p, stepper: AbstractStepper, opts: SolveOptions,
+              batch_shape: torch.Size) -> RawSolution:
     n = u0.shape[-1]
     y = u0.reshape(-1, n)
     B, dev, dtype = y.shape[0], y.device, y.dtype
     direction = 1.0 if opts.t1 > opts.t0 else -1.0
     f = _CountingRHS(f_user, p, batch_shape, n)
-    stepper = ExplicitRKStepper(tableau)
     dense_coef = torch.tensor(stepper.dense, dtype=torch.float64, device=dev)
     reltol, abstol = opts.reltol, opts.abstol
     if isinstance(reltol, torch.Tensor):
@@ -126,7 +128,7 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
     k1 = f(y, t)
     # Interpolating saveat with a low-order interpolant would throw away the method's accuracy:
     # such methods step onto the saveat times instead.
-    step_onto_saveat = tableau.interpolant_order + 1 < tableau.order
+    step_onto_saveat = stepper.interpolant_order + 1 < stepper.order
     stops, jump = _stops(opts, direction, step_onto_saveat, dev)
     n_stops = stops.shape[0]
     any_jumps = bool(jump.any())
@@ -140,8 +142,8 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
         h = torch.full((B,), min(opts.dt, opts.dtmax), dtype=torch.float64, device=dev)
     else:
         h, _ = initial_step(f, t, y, torch.where(done[:, None], torch.zeros_like(k1), k1), direction,
-                            tableau.order, reltol, abstol, hmax)
-    ctrl = opts.controller.resolve(tableau.order, tableau.embedded_order or tableau.order) if opts.adaptive else None
+                            stepper.order, reltol, abstol, hmax)
+    ctrl = opts.controller.resolve(stepper.order, stepper.embedded_order or stepper.order) if opts.adaptive else None
     qold = torch.full((B,), ctrl.qoldinit if ctrl else 1.0, dtype=torch.float64, device=dev)
     si = torch.zeros(B, dtype=torch.long, device=dev)
     iters = torch.zeros(B, dtype=torch.long, device=dev)
@@ -176,16 +178,19 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
         at_jump = land & jump[si.clamp(max=n_stops - 1)] if any_jumps else None
         # f at the end of the step: the left limit when the step ends on a discontinuity.
         t_end = torch.where(at_jump, torch.nextafter(t_new, t), t_new) if any_jumps else t_new
-        y1, ks, f1 = stepper.step(f, t, hs, t_end, y, k1)
+        att = stepper.step(f, t, hs, t_end, y, k1)
+        y1 = att.y1
         iters = iters + active.long()
 
         with torch.no_grad():
             # Decide, and update the controller, before touching the differentiable state.
             finite = torch.isfinite(y1).all(-1)
+            if att.failed is not None:
+                finite = finite & ~att.failed
             if ctrl is not None:
-                eest = error_norm(stepper.error(hs, ks, f1), y, y1, reltol, abstol)
-                if stepper.b_error_low is not None:
-                    e_low = error_norm(stepper.error(hs, ks, f1, "low"), y, y1, reltol, abstol)
+                eest = error_norm(att.err, y, y1, reltol, abstol)
+                if att.err_low is not None:
+                    e_low = error_norm(att.err_low, y, y1, reltol, abstol)
                     denom = (eest.square() + 0.01 * e_low.square()).sqrt()
                     eest = torch.where(denom > 0, eest.square() / denom.clamp(min=1e-300), eest)
                 finite = finite & torch.isfinite(eest)
@@ -227,8 +232,10 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
                 # Autograd would multiply the zero gradient of the discarded rows by their NaN/Inf
                 # intermediates and poison shared parameters: recompute, moving only accepted members.
                 hs = torch.where(ok, hs, zeros_b)
-                y1, ks, f1 = stepper.step(f, t, hs, torch.where(ok, t_end, t), y, k1)
+                att = stepper.step(f, t, hs, torch.where(ok, t_end, t), y, k1)
+                y1 = att.y1
             y_next = y1 if all_ok else torch.where(ok[:, None], y1, y)
+            f1 = att.f1
             if f1 is None:
                 f1 = f(y_next, torch.where(ok, t_end, t))
             k1_next = f1
@@ -238,7 +245,7 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
             if (any_save and saver.needs_stages) or dense_rec is not None:
                 # Extra stages move only accepted members (finite values for the rest, as above).
                 hs_ok = hs if all_ok else torch.where(ok, hs, zeros_b)
-                K = stepper.dense_stages(f, t, hs_ok, y, ks, f1)  # (B, s+1+m, n)
+                K = stepper.dense_stages(f, t, hs_ok, y, att, f1)  # (B, rows, n)
             if any_save:
                 saver.record(ok, t, hs, y, t_new, y1, K, dense_coef)
             if dense_rec is not None:
@@ -257,8 +264,8 @@ def integrate_explicit_rk(f_user: Callable, u0: torch.Tensor, p, tableau, opts: 
         saver.finish(y, success)
     ts, us = saver.result(single)
     dense = dense_rec.build(dense_coef, direction, opts.t0, t) if dense_rec and dense_rec.steps else None
-    return RawSolution(t=ts, u=us, retcode=retcode, t_final=t, dt_final=h, nf=f.calls,
-                       naccept=naccept, nreject=nreject, dense=dense)
+    return RawSolution(t=ts, u=us, retcode=retcode, t_final=t, dt_final=h, nf=f.calls, njac=stepper.njac,
+                       nlu=stepper.nlu, nsolve=stepper.nsolve, naccept=naccept, nreject=nreject, dense=dense)
 
 
 def _progress_bar(opts: SolveOptions):
