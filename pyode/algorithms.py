@@ -9,7 +9,11 @@ import abc
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .native.rosenbrock_tableau import RosenbrockTableau
 from .native.tableau import ButcherTableau
+from .native.tableaus.rodas4 import RODAS4 as _RODAS4
+from .native.tableaus.rodas5p import RODAS5P as _RODAS5P
+from .native.tableaus.rosenbrock23 import ROSENBROCK23 as _ROSENBROCK23
 from .native.tableaus.bs3 import BS3 as _BS3
 from .native.tableaus.classic import EULER as _EULER, MIDPOINT as _MIDPOINT, RK4 as _RK4
 from .native.tableaus.dp5 import DP5 as _DP5
@@ -17,8 +21,8 @@ from .native.tableaus.dp8 import DP8 as _DP8
 from .native.tableaus.tsit5 import TSIT5 as _TSIT5
 from .native.tableaus.vern7 import VERN7 as _VERN7
 
-__all__ = ["AbstractAlgorithm", "AbstractExplicitRK", "Tsit5", "DP5", "BS3", "Vern7", "DP8",
-           "Euler", "Midpoint", "RK4"]
+__all__ = ["AbstractAlgorithm", "AbstractExplicitRK", "AbstractRosenbrock", "Tsit5", "DP5", "BS3", "Vern7",
+           "DP8", "Euler", "Midpoint", "RK4", "Rosenbrock23", "Rodas4", "Rodas5P"]
 
 
 class AbstractAlgorithm(abc.ABC):
@@ -136,3 +140,65 @@ class RK4(AbstractExplicitRK):
     """
 
     tableau: ClassVar[ButcherTableau] = _RK4
+
+
+class AbstractRosenbrock(AbstractAlgorithm):
+    """A Rosenbrock (linearly implicit) method for stiff problems, given by its tableau.
+
+    One Jacobian (reused after rejected steps) and one batched LU factorisation of
+    ``I/(hγ) - J`` per step, no Newton iterations. The Jacobian is the problem's ``jac`` when given,
+    else forward-mode automatic differentiation of ``f`` (``autodiff=True``) or finite differences
+    (``autodiff=False``, for an ``f`` that forward-mode AD cannot trace). Use float64 states for
+    stiff problems: float32 round-off in ``J`` and the linear solves limits the attainable accuracy.
+    """
+
+    stiff: ClassVar[bool] = True
+    tableau: ClassVar[RosenbrockTableau]
+    autodiff: bool
+
+    @property
+    def adaptive(self) -> bool:
+        return self.tableau.adaptive
+
+    @property
+    def order(self) -> int:
+        return self.tableau.order
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()" if self.autodiff else f"{type(self).__name__}(autodiff=False)"
+
+
+@dataclass(frozen=True, repr=False)
+class Rosenbrock23(AbstractRosenbrock):
+    """Shampine & Reichelt's Rosenbrock23 (MATLAB ``ode23s``): stiff, loose tolerances.
+
+    Order 2 (a W-method: order 2 with any matrix in place of ``J``), 3rd-order error estimate,
+    3 stages with FSAL (2 evaluations of ``f`` per step), L-stable, 2nd-order interpolant.
+    L. F. Shampine, M. W. Reichelt, SIAM J. Sci. Comput. 18 (1997) 1-22.
+    """
+
+    autodiff: bool = True
+    tableau: ClassVar[RosenbrockTableau] = _ROSENBROCK23
+
+
+@dataclass(frozen=True, repr=False)
+class Rodas4(AbstractRosenbrock):
+    """Hairer & Wanner's RODAS: order 4(3), 6 stages, stiffly accurate, L-stable, 3rd-order interpolant.
+
+    E. Hairer, G. Wanner, Solving ODEs II, 2nd ed., Springer 1996, Sec. VI.7.
+    """
+
+    autodiff: bool = True
+    tableau: ClassVar[RosenbrockTableau] = _RODAS4
+
+
+@dataclass(frozen=True, repr=False)
+class Rodas5P(AbstractRosenbrock):
+    """Steinebach's Rodas5P: the default stiff method. Order 5(4), 8 stages, stiffly accurate,
+    L-stable, 4th-order interpolant.
+
+    G. Steinebach, BIT Numer. Math. 63 (2023) 27.
+    """
+
+    autodiff: bool = True
+    tableau: ClassVar[RosenbrockTableau] = _RODAS5P

@@ -71,19 +71,37 @@ class _CountingRHS:
         self.f, self.p, self.batch_shape, self.n = f, p, tuple(batch_shape), n
         self.flat = len(self.batch_shape) == 1      # (B, n) already is the user's shape
         self.calls = 0
+        self.checked = False
 
     def __call__(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls += 1
+        return self.uncounted(y, t)
+
+    def uncounted(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``f`` for derivative evaluations (Jacobians by AD), which ``nf`` does not count."""
         if self.flat:
             u, out = y, self.f(y, self.p, t)
         else:
             u = y.reshape(*self.batch_shape, self.n)
             out = self.f(u, self.p, t.reshape(self.batch_shape))
-        if self.calls == 1:
+        if not self.checked:
             check_rhs_output(out, u)
+            self.checked = True
         if out.dtype != y.dtype:
             out = out.to(y.dtype)
         return out if self.flat else out.reshape(y.shape)
+
+    def jac(self, user_jac: Callable) -> Callable:
+        """The user's ``jac(u, p, t)`` on flat ``(B, n)`` states, returning ``(B, n, n)``."""
+        def flat_jac(y, t):
+            u = y if self.flat else y.reshape(*self.batch_shape, self.n)
+            J = user_jac(u, self.p, t if self.flat else t.reshape(self.batch_shape))
+            if not isinstance(J, torch.Tensor) or J.shape != (*u.shape, self.n):
+                got = tuple(J.shape) if isinstance(J, torch.Tensor) else type(J).__name__
+                raise ValueError(f"jac returned {got} for u of shape {tuple(u.shape)}; "
+                                 f"jac(u, p, t) must return shape {(*u.shape, self.n)}")
+            return J.reshape(y.shape[0], self.n, self.n).to(y.dtype)
+        return flat_jac
 
 
 def _stops(opts: SolveOptions, direction: float, use_saveat: bool, device):
@@ -110,13 +128,15 @@ def _stops(opts: SolveOptions, direction: float, use_saveat: bool, device):
     return stops, jump
 
 
-def integrate(f_user: Callable, u0: torch.Tensor, p, stepper: AbstractStepper, opts: SolveOptions,
-              batch_shape: torch.Size) -> RawSolution:
+def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[..., AbstractStepper],
+              opts: SolveOptions, batch_shape: torch.Size) -> RawSolution:
+    """Integrate; ``make_stepper(rhs)`` builds the method's stepper around the counting flat RHS."""
     n = u0.shape[-1]
     y = u0.reshape(-1, n)
     B, dev, dtype = y.shape[0], y.device, y.dtype
     direction = 1.0 if opts.t1 > opts.t0 else -1.0
     f = _CountingRHS(f_user, p, batch_shape, n)
+    stepper = make_stepper(f)
     dense_coef = torch.tensor(stepper.dense, dtype=torch.float64, device=dev)
     reltol, abstol = opts.reltol, opts.abstol
     if isinstance(reltol, torch.Tensor):
