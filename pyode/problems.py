@@ -167,10 +167,11 @@ def robertson(k=(0.04, 3e7, 1e4), u0=(1.0, 0.0, 0.0), tspan=(0.0, 1e5), dtype=to
     constants), ``u0 = (1, 0, 0)``. The default span ``(0, 1e5)`` is SciMLBenchmarks' ROBER; the IVP
     test set integrates to ``1e11`` (reference in :data:`STIFF_REFERENCE`).
 
-    Stiffness: the rate constants span 12 orders of magnitude; y2 rises within ~1e-4 to a
-    quasi-steady ~3.6e-5 and then decays like 1/t, while y1 → 0 and y3 → 1 over ~1e11. Explicit
-    methods need step sizes ~1e-3 throughout; implicit ones grow the step with t. A too-large
-    absolute tolerance on y2 lets it go negative, after which the solution blows up.
+    Stiffness: the rate constants span 9 orders of magnitude. y2 peaks at 3.65e-5 near t = 0.005
+    and then stays tiny (9e-6 at t = 40, 8e-14 at 1e11) while y1 → 0 and y3 → 1 like 1/t. The
+    Jacobian's largest eigenvalue grows from about -2e3 to -k3 ≈ -1e4, so explicit methods are held
+    to steps of ~1e-4 over the whole span while implicit ones can take steps of order t. An
+    absolute tolerance above y2's size lets y2 turn negative, after which the solution blows up.
 
     Conservation: the three right-hand sides add to zero, so ``y1 + y2 + y3`` is constant (= 1 for
     the default ``u0``); the analytic Jacobian's columns sum to zero accordingly.
@@ -236,8 +237,9 @@ def hires(u0=HIRES_U0, p=HIRES_P, tspan=(0.0, 321.8122), dtype=torch.float64, de
     uses the same entry). ``u0 = (1, 0, 0, 0, 0, 0, 0, 0.0057)``, ``t1 = 321.8122``; the test set's
     reference solution there is in :data:`STIFF_REFERENCE`.
 
-    Stiffness: moderately stiff, Jacobian eigenvalues down to about -1.5e3 at ``u0`` (from the
-    ``280 y6 y8`` coupling; ~-13 otherwise), against a solution that evolves on times of order 1–100.
+    Stiffness: mildly stiff. The Jacobian's most negative eigenvalue is about -10 at ``u0`` and
+    reaches about -2e2 along the solution (the ``280 y6 y8`` coupling), against a solution that
+    evolves on times of order 1–100.
 
     Conservation: ``y7' + y8' = 0``, so ``y7 + y8`` is constant (0.0057 for the standard ``u0``).
     """
@@ -281,9 +283,9 @@ def orego(u0=(1.0, 2.0, 3.0), p=OREGO_P, tspan=(0.0, 360.0), dtype=torch.float64
     with ``p = (s, q, w) = (77.27, 8.375e-6, 0.161)`` (shape ``(*batch, 3)``), ``u0 = (1, 2, 3)``,
     ``t1 = 360`` (reference in :data:`STIFF_REFERENCE`).
 
-    Stiffness: a relaxation oscillation with period ≈ 303; the components swing over several
-    orders of magnitude (y1 between ~1 and ~1e5, y2 up to ~2e3, y3 up to ~2e4) in sharp fronts,
-    and the Jacobian's eigenvalues reach about -1e5 there (``s q y1``, ``s y2``) against slow phases
+    Stiffness: a relaxation oscillation with period ≈ 302.9; in sharp fronts the components swing
+    over orders of magnitude (y1 between 1 and 1.2e5, y2 between 3e-3 and 1.8e3, y3 between 1 and
+    3.1e4), where the Jacobian's most negative eigenvalue reaches about -1.4e5, against slow phases
     of length ~100. No conservation law.
     """
     return ODEProblem(_orego_rhs, _tensor(u0, dtype, device), tspan, _tensor(p, dtype, device), jac=_orego_jac)
@@ -475,14 +477,15 @@ def pollu(u0=POLLU_U0, p=POLLU_P, tspan=(0.0, 60.0), dtype=torch.float64, device
     y7 = 0.1, y8 = 0.3, y9 = 0.01, y17 = 0.007 and zeros elsewhere (concentrations in ppm, time in
     minutes); ``t1 = 60`` (reference in :data:`STIFF_REFERENCE`).
 
-    Stiffness: the rate constants span 0.00013 to 4.44e11, so the Jacobian has eigenvalues down to
-    about -4.4e11 (the y16 decay ``-(k18 + k19)``) and -4.8e6 (y3) against a 60-minute horizon;
-    several concentrations (y16 ~ 4e-18 at t1) are tiny, so absolute tolerances must be far below
-    them for relative accuracy.
+    Stiffness: the rate constants span 1.3e-4 to 4.44e11; at ``u0`` the Jacobian has eigenvalues
+    -4.4e11 (the y16 decay ``-(k18 + k19)``), -4.8e6 (y3, ``-k15``) and then about -4e3, against a
+    60-minute horizon. Some concentrations are tiny (y16 ≈ 4e-18, y3 ≈ 4e-9 at t1), so the absolute
+    tolerance must be far below them for relative accuracy in those components.
 
-    Conservation: the stoichiometry conserves ``y17 + y18`` (= 0.007), ``y4 + y3 + y16 + y19 + y20 -
-    ...`` combinations do not all hold; the linear invariants of the reaction network are listed
-    in ``POLLU_INVARIANTS``.
+    Conservation: the stoichiometry has exactly three linear invariants (the carbon, nitrogen and
+    sulfur balances), constant along every solution:
+    ``y7 + y8 + 2 y9 + y10 + 2 y11 + y12 + 2 y13 + y14`` (= 0.42 for the standard ``u0``),
+    ``y1 + y2 + y13 + y15 + y19 + 2 y20`` (= 0.2) and ``y17 + y18`` (= 0.007).
     """
     return ODEProblem(_pollu_rhs, _tensor(u0, dtype, device), tspan, _tensor(p, dtype, device), jac=_pollu_jac)
 
@@ -507,12 +510,37 @@ def van_der_pol_scaled(eps: float = 1e-6, u0=(2.0, -0.66), tspan=(0.0, 2.0), dty
         y1' = y2
         y2' = ((1 - y1²) y2 - y1) / ε
 
-    (``t → t/μ``, ``ε = 1/μ²`` applied to :func:`van_der_pol`), so the limit cycle's period stays
-    ≈ 1.6 (= 3 - 2 ln 2 + O(ε^(2/3))) for any ``ε``. ``p = ε`` (a float, or a tensor of the batch shape),
-    default 1e-6: very stiff (Jacobian eigenvalue ≈ -(y1² - 1)/ε ≈ -3e6 on the slow branches) with
-    fast jumps near t ≈ 0.8 and 1.6. ``u0 = (2, -0.66)`` is the value of Hairer's RADAU5 driver (close to
-    the slow manifold y2 ≈ -2/3); the IVP test set starts from ``(2, 0)`` instead, and its reference at
-    t = 2 is in :data:`STIFF_REFERENCE`. No conservation law.
+    (:func:`van_der_pol` with time scaled by ``1/μ`` and ``ε = 1/μ²``), so the limit cycle's period
+    stays near 3 - 2 ln 2 ≈ 1.61 for every small ``ε``. ``p = ε`` (a float, or a tensor of the batch
+    shape), default 1e-6: very stiff, the fast eigenvalue ≈ -(y1² - 1)/ε is -3e6 at y1 = 2, and
+    the solution jumps (on a time scale ~ε) near t ≈ 0.81 and 1.61. ``u0 = (2, -0.66)`` (the brief's
+    and Hairer's RADAU5 driver's choice) lies near the slow manifold y2 ≈ -2/3; the IVP test set
+    starts from ``(2, 0)`` instead (a fast initial transient), and its reference at t = 2 is in
+    :data:`STIFF_REFERENCE` (the two starts differ there by about 3e-7). No conservation law.
     """
     return ODEProblem(_van_der_pol_scaled_rhs, _tensor(u0, dtype, device), tspan, eps,
                       jac=_van_der_pol_scaled_jac)
+
+
+STIFF_REFERENCE = {
+    "robertson": (1e11, (0.2083340149701255e-07, 0.8333360770334713e-13, 0.9999999791665050)),
+    "hires": (321.8122, (0.7371312573325668e-3, 0.1442485726316185e-3, 0.5888729740967575e-4,
+                         0.1175651343283149e-2, 0.2386356198831331e-2, 0.6238968252742796e-2,
+                         0.2849998395185769e-2, 0.2850001604814231e-2)),
+    "orego": (360.0, (0.1000814870318523e1, 0.1228178521549917e4, 0.1320554942846706e3)),
+    "pollu": (60.0, (0.5646255480022769e-01, 0.1342484130422339e+00, 0.4139734331099427e-08,
+                     0.5523140207484359e-02, 0.2018977262302196e-06, 0.1464541863493966e-06,
+                     0.7784249118997964e-01, 0.3245075353396018e+00, 0.7494013383880406e-02,
+                     0.1622293157301561e-07, 0.1135863833257075e-07, 0.2230505975721359e-02,
+                     0.2087162882798630e-03, 0.1396921016840158e-04, 0.8964884856898295e-02,
+                     0.4352846369330103e-17, 0.6899219696263405e-02, 0.1007803037365946e-03,
+                     0.1772146513969984e-05, 0.5682943292316392e-04)),
+    "van_der_pol_scaled": (2.0, (0.1706167732170483e1, -0.8928097010247975e0)),
+}
+"""Reference solutions ``name -> (t1, u(t1))`` of the IVP test set (Mazzia et al., files rober.f,
+hires.f, orego.f, pollu.f, vdpol.f; computed there with RADAU5 in extended precision at rtol ≈ 1e-18)
+for the default ``u0`` and parameters, except: ``robertson`` at t = 1e11 (the test set's end time,
+not the default span's 1e5), and ``van_der_pol_scaled`` for ``u0 = (2, 0)`` (the test set's start)."""
+
+__all__ += ["robertson", "hires", "HIRES_P", "HIRES_U0", "orego", "OREGO_P", "pollu", "POLLU_P", "POLLU_U0",
+            "van_der_pol_scaled", "STIFF_REFERENCE"]
