@@ -44,7 +44,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 Number = Union[int, float, Fraction]
 
-__all__ = ["RosenbrockTableau", "RosenbrockOriginal"]
+__all__ = ["RosenbrockTableau", "RosenbrockOriginal", "RosenbrockFloats"]
 
 # Float coefficients from the literature carry ~16 significant digits; a derived identity is
 # checked to 1e-12 relative to the size of the terms that enter it.
@@ -129,8 +129,8 @@ class RosenbrockTableau:
             with ``H_k = Σ_i dense[k][i] U_i`` (OrdinaryDiffEq's ``H``; ``m = 2`` for Rodas4,
             ``3`` for Rodas5P).
         dense_order: local order of the interpolant.
-        w_order: order kept when ``J`` in ``W`` is an arbitrary matrix (a W-method); ``None`` if
-            not claimed beyond the trivial order 1.
+        w_order: order kept when ``J`` (and ``T``) are arbitrary approximations, e.g. a Jacobian
+            reused from earlier steps (a W-method); ``None``: only the trivial order 1.
         stiffly_accurate: ``y1`` is the last stage value plus the last increment,
             ``b = (a[s-1][0], ..., a[s-1][s-2], 1)`` with ``c_s = 1`` (the Rodas methods).
         fsal: the last stage is evaluated at ``(t + h, y1)`` (``c_s = 1``, ``a[s-1] = b[:s-1]``,
@@ -249,8 +249,9 @@ class RosenbrockTableau:
                     not _close(x, y, y) for x, y in zip(b, expect)):
                 problems.append("stiffly_accurate=True needs c[-1] == 1 and b == (a[-1], 1)")
         if self.fsal:
-            if (not _close(_exact(self.c[-1]), Fraction(1), Fraction(1)) or not _close(b[-1], Fraction(0), Fraction(0))
-                    or any(not _close(x, y, y) for x, y in zip(a[s - 1][: s - 1], b))):
+            last_at_y1 = _close(_exact(self.c[-1]), Fraction(1), Fraction(1)) and all(
+                _close(x, y, y) for x, y in zip(a[s - 1][: s - 1], b))
+            if not last_at_y1 or not _close(b[-1], Fraction(0), Fraction(0)):
                 problems.append("fsal=True needs c[-1] == 1, a[-1] == b[:-1] and b[-1] == 0")
         if self.dense is not None:
             # First-order consistency of the interpolant: the U_i are h d_i f(y) + O(h²) (d_i = γ_i),
@@ -337,12 +338,27 @@ class RosenbrockTableau:
             **kwargs,
         )
 
-    def floats(self):
-        """``(gamma, a, C, c, d, b, b_error, dense)`` as floats, ``a``/``C`` as full ``s × s`` rows."""
+    def floats(self) -> "RosenbrockFloats":
+        """All coefficients as floats, ``a`` and ``C`` as full ``s × s`` rows (zeros on and above
+        the diagonal), ready to become tensors."""
         s = self.stages
         full = lambda rows: tuple(  # noqa: E731
             tuple(float(r[j]) if j < len(r) else 0.0 for j in range(s)) for r in rows)
         vec = lambda v: None if v is None else tuple(float(x) for x in v)  # noqa: E731
-        return (float(self.gamma), full(self.a), full(self.C), vec(self.c), vec(self.d), vec(self.b),
-                vec(self.b_error),
-                None if self.dense is None else tuple(vec(r) for r in self.dense))
+        return RosenbrockFloats(
+            gamma=float(self.gamma), a=full(self.a), C=full(self.C), c=vec(self.c), d=vec(self.d),
+            b=vec(self.b), b_error=vec(self.b_error),
+            dense=None if self.dense is None else tuple(vec(r) for r in self.dense))
+
+
+class RosenbrockFloats(NamedTuple):
+    """:meth:`RosenbrockTableau.floats`: the stored form in floats (see the module docstring)."""
+
+    gamma: float
+    a: Tuple[Tuple[float, ...], ...]
+    C: Tuple[Tuple[float, ...], ...]
+    c: Tuple[float, ...]
+    d: Tuple[float, ...]
+    b: Tuple[float, ...]
+    b_error: Optional[Tuple[float, ...]]
+    dense: Optional[Tuple[Tuple[float, ...], ...]]

@@ -1,18 +1,23 @@
 """Steinebach's Rodas5P: a stiffly accurate Rosenbrock method of order 5(4) with dense output.
 
 G. Steinebach, "Construction of Rosenbrock-Wanner method Rodas5P and numerical benchmarks within
-the Julia Differential Equations package", BIT Numerical Mathematics 63 (2023) 27. The decimals are
+the Julia Differential Equations package", BIT Numerical Mathematics 63 (2023). The decimals are
 those of OrdinaryDiffEq.jl's ``Rodas5PTableau``
 (``lib/OrdinaryDiffEqRosenbrock/src/rosenbrock_tableaus.jl``).
 
 Eight stages in Hairer-Wanner's transformed form (see :mod:`pyode.native.rosenbrock_tableau`),
-``γ = 0.21193756319429014``. Stiffly accurate like Rodas5 (Di Marzo's construction, on which it is
-modelled): rows 7 and 8 of ``a`` are row 6 plus ``e_6`` and plus ``e_6 + e_7``, so
-``Y_7 = Y_6 + U_6``, ``Y_8 = Y_7 + U_7``; the solution is ``y1 = Y_8 + U_8``, the embedded
-fourth-order solution is ``Y_8`` and the error estimate is ``U_8`` (``b_error = e_8``).
+``γ = 0.21193756319429014``. Stiffly accurate, with the structure of Di Marzo's Rodas5: rows 7
+and 8 of ``a`` are row 6 plus ``e_6`` and plus ``e_6 + e_7``, so ``Y_7 = Y_6 + U_6``,
+``Y_8 = Y_7 + U_7``; the solution is ``y1 = Y_8 + U_8``, the embedded fourth-order solution is
+``Y_8`` and the error estimate is ``U_8`` (``b_error = e_8``).
 
 Dense output (OrdinaryDiffEq's ``H``, three rows):
-``y(t+θh) = (1-θ) y0 + θ (y1 + (1-θ)(H_1 + θ H_2 + θ² H_3))`` with ``H_k = Σ_i H[k][i] U_i``.
+``y(t+θh) = (1-θ) y0 + θ (y1 + (1-θ)(H_1 + θ H_2 + θ² H_3))`` with ``H_k = Σ_i H[k][i] U_i``,
+of order 4 (interpolates ``y0`` and ``y1``).
+
+Order 2 survives an arbitrary ``J`` (and ``∂f/∂t``) in the stage equations (``w_order=2``, from the
+W-method order conditions checked in the tests): with a stale or approximate Jacobian the step is
+still second-order accurate. Rodas4 keeps only order 1.
 """
 from ..rosenbrock_tableau import RosenbrockTableau
 
@@ -64,12 +69,11 @@ RODAS5P = RosenbrockTableau(
          -52.072871366152654, -59.78993625266729, -0.15582684282751913, 4.883087185713722),
     ),
     dense_order=4,
-    # Order 2 survives an arbitrary J in W (checked on the W-trees in the tests); Rodas4's does not.
     w_order=2,
     stiffly_accurate=True,
     reference=(
         "G. Steinebach, Construction of Rosenbrock-Wanner method Rodas5P and numerical benchmarks "
-        "within the Julia Differential Equations package, BIT Numer. Math. 63 (2023) 27; decimals "
+        "within the Julia Differential Equations package, BIT Numer. Math. 63 (2023); decimals "
         "as in OrdinaryDiffEq.jl Rodas5PTableau"
     ),
 )

@@ -30,10 +30,12 @@ equivalence is exact in exact arithmetic, W-method use included. Transformed (``
     b = (δ, δ, 0),   b_error = b - b̂ = -((2+√2)/6, 5/3 + √2, (2+√2)/6),
     dense: H_1 = -(4 + 3√2) U_2      (Shampine's interpolant rewritten in the Rodas form).
 
-So the generic stage loop runs it as is. Two things a dedicated step saves, both visible in the data:
-``b_3 = 0`` (the third stage is needed only for the error estimate; OrdinaryDiffEq skips it on
-fixed steps), and ``fsal``: stage 3 is evaluated at ``(t + h, y1)``, so ``F_3`` is the next step's
-``F_1`` (two ``f`` evaluations per accepted step). The relation to the published slopes is
+So the generic stage loop runs it as is. What OrdinaryDiffEq's dedicated step saves is in the data
+too: ``b_3 = 0`` (the third stage only feeds the error estimate and can be skipped on fixed steps),
+and ``fsal``: stage 3 is evaluated at ``(t + h, y1)``, so ``F_3`` is the next step's ``F_1`` (two
+``f`` evaluations per accepted step). With an inexact ``J`` both ``y1`` and ``ŷ1`` stay second
+order (the estimate then is ``O(h³)`` but no longer asymptotically exact). ``ŷ1`` is not A-stable
+(``|R̂(∞)| ≈ 1.61``): fine for an error estimate, not for local extrapolation. The relation to the published slopes is
 ``U_1 = h d k1``, ``U_2 = h d (k2 - k1)``, ``U_3 = h d (k3 - e32 k2 + (e32 - 2) k1)`` (``U = Γ k^HW``).
 """
 import math
