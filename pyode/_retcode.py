@@ -47,8 +47,8 @@ def _hint(code: ReturnCode, stiff_alg: bool, adaptive: bool) -> str:
     if code in (ReturnCode.MaxIters, ReturnCode.DtLessThanMin):
         if not stiff_alg:
             return ("the problem may be stiff: explicit methods need tiny steps on stiff problems, "
-                    "use a stiff (implicit or Rosenbrock) algorithm; otherwise look for a "
-                    "singularity of the solution near t, or raise maxiters")
+                    "try a stiff algorithm such as Rodas5P() (or Rosenbrock23() at loose tolerances); "
+                    "otherwise look for a singularity of the solution near t, or raise maxiters")
         return "look for a singularity of the solution near t, loosen the tolerances or raise maxiters"
     if code is ReturnCode.Unstable and not adaptive:
         return ("a fixed-step method cannot retry with a smaller step: reduce dt, or use an adaptive "
