@@ -45,10 +45,10 @@ class AbstractAlgorithm(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-class AbstractExplicitRK(AbstractAlgorithm):
-    """An explicit Runge-Kutta method given by its Butcher tableau."""
+class AbstractTableauAlgorithm(AbstractAlgorithm):
+    """A method defined by a coefficient tableau (the tableau states order and adaptivity)."""
 
-    tableau: ClassVar[ButcherTableau]
+    tableau: ClassVar
 
     @property
     def adaptive(self) -> bool:
@@ -57,6 +57,12 @@ class AbstractExplicitRK(AbstractAlgorithm):
     @property
     def order(self) -> int:
         return self.tableau.order
+
+
+class AbstractExplicitRK(AbstractTableauAlgorithm):
+    """An explicit Runge-Kutta method given by its Butcher tableau."""
+
+    tableau: ClassVar[ButcherTableau]
 
 
 @dataclass(frozen=True, repr=False)
@@ -142,7 +148,7 @@ class RK4(AbstractExplicitRK):
     tableau: ClassVar[ButcherTableau] = _RK4
 
 
-class AbstractRosenbrock(AbstractAlgorithm):
+class AbstractRosenbrock(AbstractTableauAlgorithm):
     """A Rosenbrock (linearly implicit) method for stiff problems, given by its tableau.
 
     One Jacobian (reused after rejected steps) and one batched LU factorisation of
@@ -155,14 +161,6 @@ class AbstractRosenbrock(AbstractAlgorithm):
     stiff: ClassVar[bool] = True
     tableau: ClassVar[RosenbrockTableau]
     autodiff: bool
-
-    @property
-    def adaptive(self) -> bool:
-        return self.tableau.adaptive
-
-    @property
-    def order(self) -> int:
-        return self.tableau.order
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()" if self.autodiff else f"{type(self).__name__}(autodiff=False)"
