@@ -12,7 +12,7 @@ import torch
 from ._problem import ODEProblem
 from ._retcode import ReturnCode, SolveError
 from ._solution import ODESolution, SolverStats
-from .algorithms import AbstractAlgorithm, AbstractExplicitRK, AbstractRosenbrock, Tsit5
+from .algorithms import AbstractAlgorithm, AbstractESDIRK, AbstractExplicitRK, AbstractRosenbrock, Tsit5
 from .controllers import AbstractController, PIController
 
 __all__ = ["solve"]
@@ -125,21 +125,24 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                         reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive, maxiters=int(maxiters),
                         dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress,
                         controller=controller)
-    raw = integrate(prob.f, u0, prob.p, lambda rhs: _native_stepper(alg, rhs, prob), opts, prob.batch_shape)
+    raw = integrate(prob.f, u0, prob.p, lambda rhs: _native_stepper(alg, rhs, prob, reltol_v, abstol_v), opts, prob.batch_shape)
     return _wrap(prob, alg, raw, throw, adaptive)
 
 
-def _native_stepper(alg: AbstractAlgorithm, rhs, prob: ODEProblem):
+def _native_stepper(alg: AbstractAlgorithm, rhs, prob: ODEProblem, reltol, abstol):
     """The native engine's numerics for an algorithm object (fresh per solve: steppers hold caches)."""
+    from .native._esdirk import EsdirkStepper
     from .native._explicit_rk import ExplicitRKStepper
     from .native._jacobian import JacobianEvaluator
     from .native._rosenbrock import RosenbrockStepper
 
     if isinstance(alg, AbstractExplicitRK):
         return ExplicitRKStepper(alg.tableau)
+    jac = rhs.jac(prob.jac) if prob.jac is not None else None
     if isinstance(alg, AbstractRosenbrock):
-        jac = rhs.jac(prob.jac) if prob.jac is not None else None
         return RosenbrockStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff))
+    if isinstance(alg, AbstractESDIRK):
+        return EsdirkStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff), reltol, abstol)
     raise TypeError(f"the native engine has no implementation of {alg!r}")
 
 
@@ -150,7 +153,7 @@ def _check_alg(alg) -> AbstractAlgorithm:
         raise TypeError(f"alg must be an algorithm instance; got the class {alg.__name__}: pass {alg.__name__}()")
     if isinstance(alg, str):
         raise TypeError(f"alg must be an algorithm object such as pyode.Tsit5(); got the string {alg!r}")
-    if not isinstance(alg, (AbstractExplicitRK, AbstractRosenbrock)):
+    if not isinstance(alg, (AbstractExplicitRK, AbstractRosenbrock, AbstractESDIRK)):
         raise TypeError(f"alg must be a pyode algorithm such as pyode.Tsit5(); got {type(alg).__name__}")
     return alg
 

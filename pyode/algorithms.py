@@ -9,7 +9,10 @@ import abc
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .native.esdirk_tableau import EsdirkTableau
 from .native.rosenbrock_tableau import RosenbrockTableau
+from .native.tableaus.kencarp4 import KENCARP4 as _KENCARP4
+from .native.tableaus.kvaerno5 import KVAERNO5 as _KVAERNO5
 from .native.tableau import ButcherTableau
 from .native.tableaus.rodas4 import RODAS4 as _RODAS4
 from .native.tableaus.rodas5p import RODAS5P as _RODAS5P
@@ -22,7 +25,8 @@ from .native.tableaus.tsit5 import TSIT5 as _TSIT5
 from .native.tableaus.vern7 import VERN7 as _VERN7
 
 __all__ = ["AbstractAlgorithm", "AbstractExplicitRK", "AbstractRosenbrock", "Tsit5", "DP5", "BS3", "Vern7",
-           "DP8", "Euler", "Midpoint", "RK4", "Rosenbrock23", "Rodas4", "Rodas5P"]
+           "DP8", "Euler", "Midpoint", "RK4", "Rosenbrock23", "Rodas4", "Rodas5P", "AbstractESDIRK", "KenCarp4",
+           "Kvaerno5"]
 
 
 class AbstractAlgorithm(abc.ABC):
@@ -200,3 +204,43 @@ class Rodas5P(AbstractRosenbrock):
 
     autodiff: bool = True
     tableau: ClassVar[RosenbrockTableau] = _RODAS5P
+
+
+class AbstractESDIRK(AbstractTableauAlgorithm):
+    """An ESDIRK (explicit-first-stage, singly diagonally implicit RK) method for stiff problems.
+
+    Stages are solved by simplified Newton iterations with one Jacobian and one batched LU of
+    ``I - hγJ`` per step; the Jacobian is obtained as for the Rosenbrock methods (``jac``, forward
+    AD, or finite differences with ``autodiff=False``). Dense output is cubic Hermite.
+    """
+
+    stiff: ClassVar[bool] = True
+    tableau: ClassVar[EsdirkTableau]
+    autodiff: bool
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()" if self.autodiff else f"{type(self).__name__}(autodiff=False)"
+
+
+@dataclass(frozen=True, repr=False)
+class KenCarp4(AbstractESDIRK):
+    """Kennedy & Carpenter's ESDIRK4(3)6L[2]SA (the implicit part of ARK4(3)6L): order 4(3), 6 stages,
+    stiffly accurate, L-stable, γ = 1/4.
+
+    C. A. Kennedy, M. H. Carpenter, Appl. Numer. Math. 44 (2003) 139-181.
+    """
+
+    autodiff: bool = True
+    tableau: ClassVar[EsdirkTableau] = _KENCARP4
+
+
+@dataclass(frozen=True, repr=False)
+class Kvaerno5(AbstractESDIRK):
+    """Kværnø's ESDIRK 5(4): order 5(4), 7 stages, stiffly accurate, L-stable, γ = 0.26.
+    ``saveat`` times are stepped onto (its interpolant is cubic Hermite).
+
+    A. Kværnø, BIT Numer. Math. 44 (2004) 489-502.
+    """
+
+    autodiff: bool = True
+    tableau: ClassVar[EsdirkTableau] = _KVAERNO5

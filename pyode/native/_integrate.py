@@ -241,9 +241,13 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
                 ok.any(), ok.all(), (rejected & ~finite).any(), restart.any(), saver.due(ok, t_new),
                 ended.any()]).tolist()
             if any_ended:
-                retcode = torch.where(unstable, ReturnCode.Unstable,
-                                      torch.where(small, ReturnCode.DtLessThanMin,
-                                                  torch.where(out_of_iters, ReturnCode.MaxIters, retcode)))
+                # Persistent failure to form the step (Newton divergence, singular matrix) is a
+                # convergence failure; persistent NaN/Inf is instability.
+                gave_up = unstable & att.failed if att.failed is not None else no_member
+                code = torch.where(out_of_iters, ReturnCode.MaxIters, retcode)
+                code = torch.where(small, ReturnCode.DtLessThanMin, code)
+                code = torch.where(unstable, ReturnCode.Unstable, code)
+                retcode = torch.where(gave_up, ReturnCode.ConvergenceFailure, code)
                 done = done | ended
                 all_done = bool(done.all())
 
