@@ -25,6 +25,7 @@ import argparse
 import cProfile
 import datetime
 import json
+import math
 import os
 import platform
 import pstats
@@ -303,15 +304,22 @@ def run_problem(name, spec, args):
         except Exception:
             pass    # reported when it fails again below
 
-    tables, last = [], {}
+    tables, last, before_last = [], {}, {}
     for rtol in args.reltols:
         atol = spec["atol"](rtol)
         rows = []
         for (lib, label), (mk, order) in runners.items():
             prev = last.get((lib, label))
+            prev2 = before_last.get((lib, label))
             row = dict(library=lib, method=label, reltol=rtol, abstol=atol)
             if prev is not None and prev.get("median_s") is not None:
-                predicted = prev["median_s"] * (prev["reltol"] / rtol) ** (1.0 / (order + 1))
+                # growth per tolerance decade: the order's 10^(1/(p+1)), or the one just observed if larger
+                growth = 10.0 ** (1.0 / (order + 1))
+                if prev2 is not None and prev2.get("median_s"):
+                    decades = math.log10(prev2["reltol"] / prev["reltol"])
+                    seen = (prev["median_s"] / prev2["median_s"]) ** (1.0 / decades)
+                    growth = max(growth, seen)
+                predicted = prev["median_s"] * growth ** math.log10(prev["reltol"] / rtol)
                 if predicted > args.max_case_seconds:
                     row["skipped"] = (f"predicted {predicted:.0f} s (> --max-case-seconds {args.max_case_seconds:g}) "
                                       f"from {prev['median_s']:.1f} s at reltol {prev['reltol']:g}")
@@ -327,6 +335,7 @@ def run_problem(name, spec, args):
                     if args.verbose:
                         traceback.print_exc()
             rows.append(row)
+            before_last[(lib, label)] = last.get((lib, label))
             last[(lib, label)] = row
             print("  " + format_row(row, rows), flush=True)
         tables.append(dict(reltol=rtol, abstol=atol, rows=rows))

@@ -152,7 +152,21 @@ class RK4(AbstractExplicitRK):
     tableau: ClassVar[ButcherTableau] = _RK4
 
 
-class AbstractRosenbrock(AbstractTableauAlgorithm):
+class AbstractStiffTableauAlgorithm(AbstractTableauAlgorithm):
+    """A tableau method for stiff problems that needs the Jacobian of ``f``.
+
+    The Jacobian is the problem's ``jac`` when given, else forward-mode automatic differentiation
+    of ``f`` (``autodiff=True``) or finite differences (``autodiff=False``).
+    """
+
+    stiff: ClassVar[bool] = True
+    autodiff: bool
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()" if self.autodiff else f"{type(self).__name__}(autodiff=False)"
+
+
+class AbstractRosenbrock(AbstractStiffTableauAlgorithm):
     """A Rosenbrock (linearly implicit) method for stiff problems, given by its tableau.
 
     One Jacobian (reused after rejected steps) and one batched LU factorisation of
@@ -162,12 +176,7 @@ class AbstractRosenbrock(AbstractTableauAlgorithm):
     stiff problems: float32 round-off in ``J`` and the linear solves limits the attainable accuracy.
     """
 
-    stiff: ClassVar[bool] = True
     tableau: ClassVar[RosenbrockTableau]
-    autodiff: bool
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()" if self.autodiff else f"{type(self).__name__}(autodiff=False)"
 
 
 @dataclass(frozen=True, repr=False)
@@ -206,7 +215,7 @@ class Rodas5P(AbstractRosenbrock):
     tableau: ClassVar[RosenbrockTableau] = _RODAS5P
 
 
-class AbstractESDIRK(AbstractTableauAlgorithm):
+class AbstractESDIRK(AbstractStiffTableauAlgorithm):
     """An ESDIRK (explicit-first-stage, singly diagonally implicit RK) method for stiff problems.
 
     Stages are solved by simplified Newton iterations with one Jacobian and one batched LU of
@@ -214,12 +223,7 @@ class AbstractESDIRK(AbstractTableauAlgorithm):
     AD, or finite differences with ``autodiff=False``). Dense output is cubic Hermite.
     """
 
-    stiff: ClassVar[bool] = True
     tableau: ClassVar[EsdirkTableau]
-    autodiff: bool
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()" if self.autodiff else f"{type(self).__name__}(autodiff=False)"
 
 
 @dataclass(frozen=True, repr=False)

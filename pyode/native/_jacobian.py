@@ -29,8 +29,21 @@ class JacobianEvaluator:
 
     def __init__(self, rhs: Callable, user_jac: Optional[Callable], autodiff: bool):
         self.rhs, self.user_jac, self.autodiff = rhs, user_jac, autodiff
+        self.evaluations = 0
+        self._cache = None
 
     def __call__(self, y: torch.Tensor, t: torch.Tensor, fy: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(J, dfdt)`` at ``(t, y)``; reused while the loop hands over the same ``t`` and ``y``
+        tensors (it replaces them only when some member moved), i.e. after rejected steps."""
+        cached = self._cache
+        if cached is not None and cached[0] is y and cached[1] is t:
+            return cached[2]
+        result = self._evaluate(y, t, fy)
+        self.evaluations += 1
+        self._cache = (y, t, result)
+        return result
+
+    def _evaluate(self, y, t, fy):
         if self.user_jac is not None:
             J = self.user_jac(y, t)
             return J, (self._dfdt_forward(y, t) if self.autodiff else self._dfdt_fd(y, t, fy))
