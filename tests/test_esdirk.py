@@ -5,8 +5,8 @@ import torch
 
 import pyode
 from pyode import ODEProblem, ReturnCode, solve
-from test_rosenbrock import (K_ROBER, nonautonomous, rober_problem, scipy_reference, slope,
-                             stiff_linear_problem)
+from test_rosenbrock import (K_ROBER, check_rober_log_rate_gradient, nonautonomous, rober_problem,
+                             scipy_reference, slope, stiff_linear_problem)
 
 ESDIRKS = [pyode.KenCarp4(), pyode.Kvaerno5()]
 by_alg = pytest.mark.parametrize("alg", ESDIRKS, ids=repr)
@@ -68,19 +68,4 @@ def test_batch_of_perturbed_robertson_equals_one_by_one():
 
 
 def test_gradient_through_kencarp4_matches_finite_differences():
-    ts = [1e-3, 1e-2, 0.1]
-
-    def loss(logk):
-        sol = solve(rober_problem(k=logk.exp(), tspan=(0.0, 0.1)), pyode.KenCarp4(), reltol=1e-8,
-                    abstol=1e-12, saveat=ts)
-        return (sol.u[:, 1] * 1e4 + sol.u[:, 2]).square().sum()
-
-    logk = K_ROBER.log().clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(loss(logk), logk)
-    fd = torch.zeros(3, dtype=torch.float64)
-    with torch.no_grad():
-        for i in range(3):
-            e = torch.zeros(3, dtype=torch.float64)
-            e[i] = 1e-6
-            fd[i] = (loss(logk + e) - loss(logk - e)) / 2e-6
-    torch.testing.assert_close(g, fd, rtol=1e-3, atol=1e-8)
+    check_rober_log_rate_gradient(pyode.KenCarp4(), 0.1, [1e-3, 1e-2, 0.1], 1e-8, 1e-12, rtol=1e-3)
