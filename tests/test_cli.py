@@ -1,0 +1,30 @@
+"""The `pyode` command line: the demo runs end to end and writes its results."""
+import json
+
+import pytest
+
+from pyode.cli import main
+
+
+@pytest.mark.slow
+def test_orbit_demo_writes_results(tmp_path, capsys):
+    assert main(["demo", "orbit", "--batch", "4", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "orbit.json").read_text())
+    # every method's error shrinks as the tolerance tightens
+    for method in {r["method"] for r in results["work_precision"]}:
+        errs = [r["error"] for r in results["work_precision"] if r["method"] == method]
+        assert errs[-1] < errs[0] / 10, (method, errs)
+    assert results["gradient"]["relative_difference"] < 1e-3
+    assert (tmp_path / "orbit.png").stat().st_size > 10_000
+
+
+def test_bad_batch_argument(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "orbit", "--batch", "0"])
+    assert "--batch must be a positive integer; got 0" in capsys.readouterr().err
+
+
+def test_unknown_demo(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
