@@ -7,7 +7,7 @@ from pyode.cli import main
 
 
 @pytest.mark.slow
-def test_orbit_demo_writes_results(tmp_path, capsys):
+def test_orbit_demo_writes_results(tmp_path):
     assert main(["demo", "orbit", "--batch", "4", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "orbit.json").read_text())
     # every method's error shrinks as the tolerance tightens
