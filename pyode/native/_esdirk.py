@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from ._explicit_rk import lincomb
+from ._iteration_matrix import factorize
 from ._jacobian import JacobianEvaluator
 from ._stepper import AbstractStepper, Attempt
 from .esdirk_tableau import EsdirkTableau
@@ -62,15 +63,11 @@ class EsdirkStepper(AbstractStepper):
         if isinstance(self.abstol, torch.Tensor):
             self.abstol = self.abstol.to(device=y.device, dtype=y.dtype)
         J, _ = self.jacobian(y, t, k1)
-        B, n = y.shape
-        moving = hs != 0
-        keep = moving[:, None]
-        h = torch.where(moving, hs, torch.ones_like(hs)).to(y.dtype)[:, None]
-        eye = torch.eye(n, dtype=y.dtype, device=y.device)
-        W = torch.where(keep[..., None], eye - (h * self.gamma)[..., None] * J, eye)
-        LU, pivots, info = torch.linalg.lu_factor_ex(W)
+        W = factorize(J, hs, self.gamma, rosenbrock=False)
+        h, keep = W.h, W.keep
+        moving = keep[:, 0]
         self.nlu += 1
-        failed = moving & (info != 0)
+        failed = W.singular
         z = [torch.where(keep, h * k1, torch.zeros_like(k1))]
         for i in range(1, len(self.c)):
             psi = y + lincomb(self.A[i][:i], z)
@@ -80,7 +77,7 @@ class EsdirkStepper(AbstractStepper):
             dn_old = None
             for _ in range(_NEWTON_MAXITERS):
                 residual = zi - h * f(psi + self.gamma * zi, ti)
-                d = torch.linalg.lu_solve(LU, pivots, -residual[..., None])[..., 0]
+                d = W.solve(-residual)
                 self.nsolve += 1
                 zi = torch.where(done[:, None], zi, zi + d)
                 with torch.no_grad():
@@ -103,7 +100,7 @@ class EsdirkStepper(AbstractStepper):
         y1 = y + lincomb(self.b, z)
         with torch.no_grad():
             raw = lincomb(self.b_error, z)
-            err = torch.linalg.lu_solve(LU, pivots, raw[..., None])[..., 0]
+            err = W.solve(raw)
             self.nsolve += 1
         return Attempt(y1=y1, err=err, err_low=None, f1=None, stages=z, failed=failed)
 

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import torch
 
 from ._explicit_rk import lincomb
+from ._iteration_matrix import factorize
 from ._jacobian import JacobianEvaluator
 from ._stepper import AbstractStepper, Attempt
 from .rosenbrock_tableau import RosenbrockTableau
@@ -64,14 +65,8 @@ class RosenbrockStepper(AbstractStepper):
     def step(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor, y: torch.Tensor,
              k1: torch.Tensor) -> Attempt:
         J, dfdt = self.jacobian(y, t, k1)
-        B, n = y.shape
-        moving = hs != 0
-        keep = moving[:, None]
-        # Members that do not move get W = I: finite, and their increments are zeroed below.
-        h = torch.where(moving, hs, torch.ones_like(hs)).to(y.dtype)[:, None]
-        eye = torch.eye(n, dtype=y.dtype, device=y.device)
-        W = torch.where(keep[..., None], eye / (h * self.gamma)[..., None] - J, eye)
-        LU, pivots, info = torch.linalg.lu_factor_ex(W)
+        W = factorize(J, hs, self.gamma, rosenbrock=True)
+        h, keep = W.h, W.keep
         self.nlu += 1
         U = []
         for i in range(len(self.c)):
@@ -85,7 +80,7 @@ class RosenbrockStepper(AbstractStepper):
             coupling = lincomb(self.C[i][:i], U) if i else None
             if coupling is not None:
                 rhs = rhs + coupling / h
-            Ui = torch.linalg.lu_solve(LU, pivots, rhs[..., None])[..., 0]
+            Ui = W.solve(rhs)
             U.append(torch.where(keep, Ui, torch.zeros_like(Ui)))
         self.nsolve += len(self.c)
         y1 = y + lincomb(self.b, U)
@@ -95,7 +90,7 @@ class RosenbrockStepper(AbstractStepper):
                 err = lincomb(self.b_error, U)
         # FSAL (Rosenbrock23): the last stage was evaluated at (t_end, y1), the next step's F_1.
         f1 = Fi if self.tableau.fsal else None
-        return Attempt(y1=y1, err=err, err_low=None, f1=f1, stages=U, failed=moving & (info != 0))
+        return Attempt(y1=y1, err=err, err_low=None, f1=f1, stages=U, failed=W.singular)
 
     def dense_stages(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, y: torch.Tensor,
                      attempt: Attempt, f1: torch.Tensor) -> torch.Tensor:
