@@ -12,7 +12,8 @@ import torch
 from ._problem import ODEProblem
 from ._retcode import ReturnCode, SolveError
 from ._solution import ODESolution, SolverStats
-from .algorithms import AbstractAlgorithm, AbstractESDIRK, AbstractExplicitRK, AbstractRosenbrock, Tsit5
+from .algorithms import (AbstractAlgorithm, AbstractBDF, AbstractESDIRK, AbstractExplicitRK, AbstractRosenbrock,
+                         RadauIIA5, Tsit5)
 from .controllers import AbstractController, PIController
 
 __all__ = ["solve"]
@@ -90,6 +91,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         adaptive = alg.adaptive
     elif not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be True or False; got {adaptive!r}")
+    if not adaptive and isinstance(alg, AbstractBDF):
+        raise ValueError(f"adaptive=False is not supported by {alg!r}: its order and step size control "
+                         "cannot be switched off; use a one-step method such as Rodas5P() for fixed steps")
     if adaptive and not alg.adaptive:
         raise ValueError(f"adaptive=True, but {alg!r} is a fixed-step method without an error estimate; "
                          "use an adaptive method such as Tsit5() or drop adaptive")
@@ -106,6 +110,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     if dtmin_v >= dtmax_v:
         raise ValueError(f"dtmin={dtmin_v:g} must be smaller than dtmax={dtmax_v:g}")
 
+    if controller is not None and isinstance(alg, AbstractBDF):
+        raise ValueError(f"controller= does not apply to {alg!r}: multistep methods choose order and step "
+                         "size together; drop the controller argument")
     if controller is None:
         controller = PIController()
     elif not isinstance(controller, AbstractController):
@@ -143,6 +150,12 @@ def _native_stepper(alg: AbstractAlgorithm, rhs, prob: ODEProblem, reltol, absto
         return RosenbrockStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff))
     if isinstance(alg, AbstractESDIRK):
         return EsdirkStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff), reltol, abstol)
+    if isinstance(alg, RadauIIA5):
+        from .native._radau import RadauStepper
+        return RadauStepper(JacobianEvaluator(rhs, jac, alg.autodiff), reltol, abstol)
+    if isinstance(alg, AbstractBDF):
+        from .native._bdf import BDFStepper
+        return BDFStepper(alg.max_order, alg.kappa, JacobianEvaluator(rhs, jac, alg.autodiff), reltol, abstol)
     raise TypeError(f"the native engine has no implementation of {alg!r}")
 
 
@@ -153,7 +166,7 @@ def _check_alg(alg) -> AbstractAlgorithm:
         raise TypeError(f"alg must be an algorithm instance; got the class {alg.__name__}: pass {alg.__name__}()")
     if isinstance(alg, str):
         raise TypeError(f"alg must be an algorithm object such as pyode.Tsit5(); got the string {alg!r}")
-    if not isinstance(alg, (AbstractExplicitRK, AbstractRosenbrock, AbstractESDIRK)):
+    if not isinstance(alg, AbstractAlgorithm):
         raise TypeError(f"alg must be a pyode algorithm such as pyode.Tsit5(); got {type(alg).__name__}")
     return alg
 

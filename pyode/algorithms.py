@@ -26,7 +26,7 @@ from .native.tableaus.vern7 import VERN7 as _VERN7
 
 __all__ = ["AbstractAlgorithm", "AbstractExplicitRK", "AbstractRosenbrock", "Tsit5", "DP5", "BS3", "Vern7",
            "DP8", "Euler", "Midpoint", "RK4", "Rosenbrock23", "Rodas4", "Rodas5P", "AbstractESDIRK", "KenCarp4",
-           "Kvaerno5"]
+           "Kvaerno5", "AbstractStiffAlgorithm", "RadauIIA5", "AbstractBDF", "FBDF", "QNDF"]
 
 
 class AbstractAlgorithm(abc.ABC):
@@ -152,8 +152,8 @@ class RK4(AbstractExplicitRK):
     tableau: ClassVar[ButcherTableau] = _RK4
 
 
-class AbstractStiffTableauAlgorithm(AbstractTableauAlgorithm):
-    """A tableau method for stiff problems that needs the Jacobian of ``f``.
+class AbstractStiffAlgorithm(AbstractAlgorithm):
+    """A method for stiff problems that needs the Jacobian of ``f``.
 
     The Jacobian is the problem's ``jac`` when given, else forward-mode automatic differentiation
     of ``f`` (``autodiff=True``) or finite differences (``autodiff=False``).
@@ -164,6 +164,10 @@ class AbstractStiffTableauAlgorithm(AbstractTableauAlgorithm):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()" if self.autodiff else f"{type(self).__name__}(autodiff=False)"
+
+
+class AbstractStiffTableauAlgorithm(AbstractStiffAlgorithm, AbstractTableauAlgorithm):
+    """A stiff method defined by a coefficient tableau."""
 
 
 class AbstractRosenbrock(AbstractStiffTableauAlgorithm):
@@ -248,3 +252,86 @@ class Kvaerno5(AbstractESDIRK):
 
     autodiff: bool = True
     tableau: ClassVar[EsdirkTableau] = _KVAERNO5
+
+
+@dataclass(frozen=True, repr=False)
+class RadauIIA5(AbstractStiffAlgorithm):
+    """The 3-stage Radau IIA collocation method (Hairer & Wanner's RADAU5), for tight tolerances.
+
+    Order 5, stiffly accurate, L-stable. Newton iterations on the transformed stage system: one
+    real and one complex LU per step; Hairer's W⁻¹-filtered error estimate; the collocation
+    polynomial serves as dense output (order 3), so ``saveat`` times are stepped onto.
+
+    E. Hairer, G. Wanner, Solving ODEs II, 2nd ed., Springer 1996, Sec. IV.8.
+    """
+
+    autodiff: bool = True
+
+    @property
+    def adaptive(self) -> bool:
+        return True
+
+    @property
+    def order(self) -> int:
+        return 5
+
+
+class AbstractBDF(AbstractStiffAlgorithm):
+    """Variable-order (1 to ``max_order``), variable-step backward differentiation formulas.
+
+    Quasi-constant step size form: the method keeps backward differences of the solution on an
+    equally spaced grid and interpolates them onto a new grid when the step size changes
+    (Shampine & Reichelt, as scipy's ``BDF``). Order and step are chosen per member from the error
+    estimates of the neighbouring orders; the Jacobian is reused across steps until Newton
+    iterations stall, and the LU of ``I - h/α J`` until the step or order changes.
+    """
+
+    max_order: int
+    #: κ of the numerical differentiation formulas, by order (all zero: plain BDF)
+    kappa: ClassVar[tuple] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+    def __post_init__(self):
+        if isinstance(self.max_order, bool) or not isinstance(self.max_order, int) or not 1 <= self.max_order <= 5:
+            raise ValueError(f"max_order must be an integer from 1 to 5; got {self.max_order!r}")
+
+    @property
+    def adaptive(self) -> bool:
+        return True
+
+    @property
+    def order(self) -> int:
+        return self.max_order
+
+    def __repr__(self) -> str:
+        args = ([] if self.max_order == 5 else [f"max_order={self.max_order}"]) + \
+            ([] if self.autodiff else ["autodiff=False"])
+        return f"{type(self).__name__}({', '.join(args)})"
+
+
+@dataclass(frozen=True, repr=False)
+class FBDF(AbstractBDF):
+    """Variable-order BDF (orders 1-5): the workhorse for larger stiff systems (kinetics with many
+    species), where one Jacobian and one LU serve many steps.
+
+    pyode's FBDF is the quasi-constant step size formulation (scipy's ``BDF``, QNDF with κ = 0);
+    DifferentialEquations.jl's ``FBDF`` uses fixed leading coefficients. Both are the same BDF
+    formulas and agree to the tolerance; their step sequences differ.
+    C. W. Gear (1971); L. F. Shampine, M. W. Reichelt, SIAM J. Sci. Comput. 18 (1997) 1-22.
+    """
+
+    max_order: int = 5
+    autodiff: bool = True
+
+
+@dataclass(frozen=True, repr=False)
+class QNDF(AbstractBDF):
+    """Klopfenstein-Shampine numerical differentiation formulas (orders 1-5, MATLAB's ``ode15s``):
+    BDF with a modified corrector that lowers the error constant at orders 1-4 for nearly the
+    same stability.
+
+    L. F. Shampine, M. W. Reichelt, SIAM J. Sci. Comput. 18 (1997) 1-22.
+    """
+
+    max_order: int = 5
+    autodiff: bool = True
+    kappa: ClassVar[tuple] = (0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0)

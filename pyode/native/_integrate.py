@@ -162,8 +162,9 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
         h = torch.full((B,), min(opts.dt, opts.dtmax), dtype=torch.float64, device=dev)
     else:
         h, _ = initial_step(f, t, y, torch.where(done[:, None], torch.zeros_like(k1), k1), direction,
-                            stepper.order, reltol, abstol, hmax)
+                            stepper.start_order or stepper.order, reltol, abstol, hmax)
     ctrl = opts.controller.resolve(stepper.order, stepper.embedded_order or stepper.order) if opts.adaptive else None
+    own_control = opts.adaptive and stepper.controls_steps
     qold = torch.full((B,), ctrl.qoldinit if ctrl else 1.0, dtype=torch.float64, device=dev)
     si = torch.zeros(B, dtype=torch.long, device=dev)
     iters = torch.zeros(B, dtype=torch.long, device=dev)
@@ -216,12 +217,17 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
                 finite = finite & torch.isfinite(eest)
                 ok = active & finite & (eest <= 1.0)
                 rejected = active & ~ok
-                h_acc = h_used / ctrl.accept_factor(eest, qold)
-                # A step shortened to land on a stop says little about the step size to come.
-                h_acc = torch.where(land & (h_acc < h_try), torch.maximum(h_acc, h_try), h_acc)
-                h_rej = torch.where(finite, h_used / ctrl.reject_factor(eest), h_used * ctrl.qmin)
-                h = torch.where(ok, h_acc, torch.where(rejected, h_rej, h))
-                qold = torch.where(ok, ctrl.next_qold(eest), qold)
+                if own_control:
+                    h_next = stepper.propose(ok, finite, eest, h_used, att)
+                    h_acc = torch.where(land & (h_next < h_try), torch.maximum(h_next, h_try), h_next)
+                    h = torch.where(ok, h_acc, torch.where(rejected, h_next, h))
+                else:
+                    h_acc = h_used / ctrl.accept_factor(eest, qold)
+                    # A step shortened to land on a stop says little about the step size to come.
+                    h_acc = torch.where(land & (h_acc < h_try), torch.maximum(h_acc, h_try), h_acc)
+                    h_rej = torch.where(finite, h_used / ctrl.reject_factor(eest), h_used * ctrl.qmin)
+                    h = torch.where(ok, h_acc, torch.where(rejected, h_rej, h))
+                    qold = torch.where(ok, ctrl.next_qold(eest), qold)
                 streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, 0, streak))
                 small = rejected & (h < opts.dtmin)
                 unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))
@@ -258,6 +264,7 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
                 hs = torch.where(ok, hs, zeros_b)
                 att = stepper.step(f, t, hs, torch.where(ok, t_end, t), y, k1)
                 y1 = att.y1
+            stepper.commit(ok, att, hs)
             y_next = y1 if all_ok else torch.where(ok[:, None], y1, y)
             f1 = att.f1
             if f1 is None:

@@ -26,6 +26,8 @@ class Attempt:
     f1: Optional[torch.Tensor]
     stages: Any
     failed: Optional[torch.Tensor] = None
+    #: Newton iterations per member (implicit methods), for step-size control
+    newton_iters: Optional[torch.Tensor] = None
 
 
 class AbstractStepper(abc.ABC):
@@ -43,6 +45,11 @@ class AbstractStepper(abc.ABC):
     njac: int = 0
     nlu: int = 0
     nsolve: int = 0
+    #: order used for the starting step size (multistep methods start at order 1)
+    start_order: Optional[int] = None
+    #: True when the stepper chooses its own step sizes (multistep order and step control):
+    #: the loop then asks :meth:`propose` instead of its controller
+    controls_steps: bool = False
 
     @abc.abstractmethod
     def step(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor, y: torch.Tensor,
@@ -53,3 +60,15 @@ class AbstractStepper(abc.ABC):
     def dense_stages(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, y: torch.Tensor,
                      attempt: Attempt, f1: torch.Tensor) -> torch.Tensor:
         """The ``K`` of the continuous extension, ``(B, rows, n)``."""
+
+    def propose(self, ok: torch.Tensor, finite: torch.Tensor, eest: torch.Tensor, h_used: torch.Tensor,
+                attempt: Attempt) -> torch.Tensor:
+        """Next step size (positive, float64, ``(B,)``) after accepted (``ok``) and rejected trials.
+
+        Only called when :attr:`controls_steps` is set, under ``torch.no_grad``.
+        """
+        raise NotImplementedError
+
+    def commit(self, ok: torch.Tensor, attempt: Attempt, hs: torch.Tensor) -> None:
+        """The members in ``ok`` accepted ``attempt`` (of signed size ``hs``): update per-member
+        history (multistep differences, Newton predictors). Runs with autograd on."""
