@@ -267,11 +267,13 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
             stepper.commit(ok, att, hs)
             y_next = y1 if all_ok else torch.where(ok[:, None], y1, y)
             f1 = att.f1
-            if f1 is None:
+            if f1 is None and stepper.needs_fsal:
                 f1 = f(y_next, torch.where(ok, t_end, t))
             k1_next = f1
             if any_restart:
-                k1_next = torch.where(restart[:, None], f(y_next, torch.nextafter(t_new, toward_end)), f1)
+                stepper.restart(restart)
+                f_right = f(y_next, torch.nextafter(t_new, toward_end))
+                k1_next = f_right if f1 is None else torch.where(restart[:, None], f_right, f1)
             K = None
             if (any_save and saver.needs_stages) or dense_rec is not None:
                 # Extra stages move only accepted members (finite values for the rest, as above).
@@ -282,7 +284,10 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
             if dense_rec is not None:
                 dense_rec.record(ok, t, hs, y, K)
             y = y_next
-            k1 = k1_next if all_ok else torch.where(ok[:, None], k1_next, k1)
+            if k1_next is None or k1 is None:
+                k1 = k1_next
+            else:
+                k1 = k1_next if all_ok else torch.where(ok[:, None], k1_next, k1)
             t = torch.where(ok, t_new, t)
             si = si + (ok & land).long()
         if bar is not None:

@@ -50,6 +50,9 @@ class AbstractStepper(abc.ABC):
     #: True when the stepper chooses its own step sizes (multistep order and step control):
     #: the loop then asks :meth:`propose` instead of its controller
     controls_steps: bool = False
+    #: False when the method never needs ``f`` at the start of a step (multistep methods): the
+    #: loop then skips that evaluation and may pass ``k1=None`` to :meth:`step`
+    needs_fsal: bool = True
 
     @abc.abstractmethod
     def step(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor, y: torch.Tensor,
@@ -72,3 +75,6 @@ class AbstractStepper(abc.ABC):
     def commit(self, ok: torch.Tensor, attempt: Attempt, hs: torch.Tensor) -> None:
         """The members in ``ok`` accepted ``attempt`` (of signed size ``hs``): update per-member
         history (multistep differences, Newton predictors). Runs with autograd on."""
+
+    def restart(self, members: torch.Tensor) -> None:
+        """``f`` jumps at the current time of ``members`` (a user ``tstop``): forget their history."""
