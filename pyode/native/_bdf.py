@@ -237,14 +237,20 @@ class BDFStepper(AbstractStepper):
                     rate = None
                 else:
                     rate = dn / dn_old.clamp(min=1e-300)
+                    # Increments that stop shrinking while already below the tolerance are
+                    # round-off (ill-conditioned I - cJ): the iterate is as good as it gets.
+                    stalled = (rate >= 1) & (dn <= self.newton_tol) & ~bad
                     # Diverging, or too slow to converge in the iterations left.
-                    bad = bad | (rate >= 1) | (rate.pow(_NEWTON_MAXITER - it) / (1 - rate).clamp(min=1e-300) * dn
-                                               > self.newton_tol)
+                    bad = bad | ((rate >= 1) | (rate.pow(_NEWTON_MAXITER - it) / (1 - rate).clamp(min=1e-300) * dn
+                                                > self.newton_tol)) & ~stalled
                 move = ~done & ~bad
                 n_iter = n_iter + (~done).long()
                 now = dn == 0
                 if rate is not None:
                     now = now | (rate / (1 - rate).clamp(min=1e-300) * dn < self.newton_tol)
+                    move = move & ~stalled
+                    converged = converged | (~done & stalled)
+                    done = done | stalled
                 now = move & now
             y = torch.where(move[:, None], y + dy, y)
             d = torch.where(move[:, None], d + dy, d)
