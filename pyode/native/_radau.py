@@ -88,6 +88,7 @@ class RadauStepper(AbstractStepper):
         self._T = torch.tensor(tab.T, dtype=dtype, device=dev)
         self._TI = torch.tensor(tab.TI, dtype=dtype, device=dev)
         self._E = torch.tensor(tab.E, dtype=dtype, device=dev)
+        self._c = torch.tensor(tab.C, dtype=dtype, device=dev)
         self._hist = {
             "Z": torch.zeros(B, 3, n, dtype=dtype, device=dev),      # last accepted step's increments
             "h": torch.ones(B, dtype=torch.float64, device=dev),     # ... and its signed size
@@ -108,8 +109,7 @@ class RadauStepper(AbstractStepper):
         use = moving & H["any"]
         Zold = H["Z"]
         r = torch.where(use, hs / H["h"], torch.zeros_like(hs)).to(Zold.dtype)
-        c = torch.tensor(tab.C, dtype=Zold.dtype, device=Zold.device)
-        theta = 1.0 + r[:, None] * c                                          # (B, 3) on the old step
+        theta = 1.0 + r[:, None] * self._c                                         # (B, 3) on the old step
         powers = theta[..., None] ** torch.arange(1, 4, device=theta.device, dtype=theta.dtype)
         P = powers @ self._dense.T                                            # (B, 3 stages, 3 rows)
         Z0 = P @ Zold - Zold[:, 2:3]                                          # minus the old y1 - y
@@ -148,7 +148,7 @@ class RadauStepper(AbstractStepper):
             first = ~H["any"]
             after_reject = t == H["tried"]
             H["tried"] = torch.where(moving, t, H["tried"])   # idempotent if the loop repeats the call
-            eta = torch.where(first, torch.ones_like(H["eta"]), H["eta"]).clamp(min=self._eps) ** 0.8
+            eta = H["eta"].clamp(min=self._eps) ** 0.8                 # H["eta"] starts at 1
         done = ~moving | failed
         iters = torch.zeros(B, dtype=torch.long, device=y.device)
         dn_old = thq_old = None
