@@ -10,10 +10,10 @@ from ._solve import solve
 from . import problems
 from .algorithms import (BS3, DP5, DP8, FBDF, QNDF, RK4, AbstractAlgorithm, Euler, KenCarp4, Kvaerno5, Midpoint,
                          RadauIIA5, Rodas4, Rodas5P, Rosenbrock23, Tsit5, Vern7)
-from .controllers import IController, PIController
+from .controllers import IController, PIController, PredictiveController
 
 __version__ = "0.1.0"
 
 __all__ = ["ODEProblem", "solve", "ODESolution", "SolverStats", "ReturnCode", "SolveError",
-           "AbstractAlgorithm", "PIController", "IController", "problems", "Tsit5", "DP5", "BS3", "Vern7", "DP8", "Euler", "Midpoint", "RK4",
+           "AbstractAlgorithm", "PIController", "IController", "PredictiveController", "problems", "Tsit5", "DP5", "BS3", "Vern7", "DP8", "Euler", "Midpoint", "RK4",
            "Rosenbrock23", "Rodas4", "Rodas5P", "KenCarp4", "Kvaerno5", "RadauIIA5", "FBDF", "QNDF"]

@@ -14,7 +14,7 @@ from ._retcode import ReturnCode, SolveError
 from ._solution import ODESolution, SolverStats
 from .algorithms import (AbstractAlgorithm, AbstractBDF, AbstractESDIRK, AbstractExplicitRK, AbstractRosenbrock,
                          RadauIIA5, Tsit5)
-from .controllers import AbstractController, PIController
+from .controllers import AbstractController, PIController, PredictiveController
 
 __all__ = ["solve"]
 
@@ -45,8 +45,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         maxiters: step attempts (accepted + rejected) per member before ``MaxIters``.
         dtmin, dtmax: bounds of the step size (defaults ``16 eps(max|t|)`` and ``|t1 - t0|``).
         tstops: times every member must step onto (discontinuities of ``f``).
-        controller: step-size controller, :class:`PIController` (default, DifferentialEquations.jl's
-            gains) or :class:`IController`.
+        controller: step-size controller: :class:`PIController` (DifferentialEquations.jl's gains),
+            :class:`IController` or :class:`PredictiveController`. Default: predictive for the ESDIRK
+            methods (KenCarp4, Kvaerno5), PI for the others.
         throw: raise :class:`SolveError` when a member fails; ``False`` returns the solution with
             per-member ``retcode`` (saved values a failed member never reached are NaN).
         progress: show a tqdm progress bar over ``t`` (of the slowest member).
@@ -114,10 +115,10 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         raise ValueError(f"controller= does not apply to {alg!r}: multistep methods choose order and step "
                          "size together; drop the controller argument")
     if controller is None:
-        controller = PIController()
+        controller = PredictiveController() if isinstance(alg, AbstractESDIRK) else PIController()
     elif not isinstance(controller, AbstractController):
-        raise TypeError(f"controller must be pyode.PIController(...) or pyode.IController(...); "
-                        f"got {type(controller).__name__}")
+        raise TypeError(f"controller must be pyode.PIController(...), pyode.IController(...) or "
+                        f"pyode.PredictiveController(...); got {type(controller).__name__}")
     saveat_v = _saveat(saveat, t0, t1, direction)
     tstops_v = _times("tstops", tstops, t0, t1, direction, sort=True) if tstops is not None else None
     if dense is None:

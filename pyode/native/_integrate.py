@@ -163,9 +163,12 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
     else:
         h, _ = initial_step(f, t, y, torch.where(done[:, None], torch.zeros_like(k1), k1), direction,
                             stepper.start_order or stepper.order, reltol, abstol, hmax)
-    ctrl = opts.controller.resolve(stepper.order, stepper.embedded_order or stepper.order) if opts.adaptive else None
+    ctrl = (opts.controller.resolve(stepper.order, stepper.embedded_order or stepper.order, stepper.newton_maxiters)
+            if opts.adaptive else None)
     own_control = opts.adaptive and stepper.controls_steps
-    qold = torch.full((B,), ctrl.qoldinit if ctrl else 1.0, dtype=torch.float64, device=dev)
+    # Without error control nothing would catch a step spoiled by a stale Jacobian.
+    stepper.reuse_jacobian = opts.adaptive
+    ctrl_state = ctrl.init_state(B, dev) if ctrl is not None else ()
     si = torch.zeros(B, dtype=torch.long, device=dev)
     iters = torch.zeros(B, dtype=torch.long, device=dev)
     naccept = torch.zeros_like(iters)
@@ -222,12 +225,13 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
                     h_acc = torch.where(land & (h_next < h_try), torch.maximum(h_next, h_try), h_next)
                     h = torch.where(ok, h_acc, torch.where(rejected, h_next, h))
                 else:
-                    h_acc = h_used / ctrl.accept_factor(eest, qold)
+                    q_acc, q_rej = ctrl.factors(ctrl_state, eest, h_used, att.newton_iters)
+                    h_acc = h_used / q_acc
                     # A step shortened to land on a stop says little about the step size to come.
                     h_acc = torch.where(land & (h_acc < h_try), torch.maximum(h_acc, h_try), h_acc)
-                    h_rej = torch.where(finite, h_used / ctrl.reject_factor(eest), h_used * ctrl.qmin)
+                    h_rej = torch.where(finite, h_used / q_rej, h_used * ctrl.qmin)
                     h = torch.where(ok, h_acc, torch.where(rejected, h_rej, h))
-                    qold = torch.where(ok, ctrl.next_qold(eest), qold)
+                    ctrl_state = ctrl.update(ctrl_state, ok, eest, h_used)
                 streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, 0, streak))
                 small = rejected & (h < opts.dtmin)
                 unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))

@@ -26,7 +26,8 @@ class Attempt:
     f1: Optional[torch.Tensor]
     stages: Any
     failed: Optional[torch.Tensor] = None
-    #: Newton iterations per member (implicit methods), for step-size control
+    #: Newton iterations per member (implicit methods), for step-size control: those of the last
+    #: stage solve for the ESDIRK methods (OrdinaryDiffEq.jl's ``nlsolver.iter``)
     newton_iters: Optional[torch.Tensor] = None
 
 
@@ -42,6 +43,12 @@ class AbstractStepper(abc.ABC):
     interpolant_order: int
     #: continuous extension rows: ``y(t + θh) = y + h Σ_i P_i(θ) K_i`` with ``K`` from ``dense_stages``
     dense: Tuple[Tuple[float, ...], ...]
+    #: the most Newton iterations one stage solve may take (None: no Newton iterations reported);
+    #: the predictive controller scales its safety factor by ``newton_iters`` against it
+    newton_maxiters: Optional[int] = None
+    #: set by the loop: False for fixed steps, where no error test catches a step spoiled by a stale
+    #: Jacobian (OrdinaryDiffEq.jl then refreshes it every step too)
+    reuse_jacobian: bool = True
     njac: int = 0
     nlu: int = 0
     nsolve: int = 0
