@@ -28,6 +28,8 @@ class SolverStats:
     njac: int = 0
     nlu: int = 0
     nsolve: int = 0
+    #: per member: switches between the two methods of an ``AutoSwitch`` algorithm (0 otherwise)
+    nswitch: PerMember = 0
 
     @property
     def nsteps(self) -> PerMember:

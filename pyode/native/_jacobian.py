@@ -43,6 +43,11 @@ class JacobianEvaluator:
         self._cache = (y, t, result)
         return result
 
+    @property
+    def latest(self) -> Optional[torch.Tensor]:
+        """The most recently evaluated ``J`` (``(B, n, n)``), or ``None`` before the first."""
+        return None if self._cache is None else self._cache[2][0]
+
     def _evaluate(self, y, t, fy):
         if self.user_jac is not None:
             J = self.user_jac(y, t)

@@ -55,6 +55,7 @@ class RadauStepper(AbstractStepper):
 
     order = 5
     embedded_order = 3
+    newton_maxiters = _NEWTON_MAXITERS
     interpolant_order = 3
     dense = tab.DENSE
 
@@ -209,6 +210,12 @@ class RadauStepper(AbstractStepper):
             H["h"] = torch.where(ok, hs, H["h"])
             H["eta"] = torch.where(ok, eta, H["eta"])
             H["any"] = H["any"] | ok
+
+    def restart(self, members: torch.Tensor) -> None:
+        # f jumped (a tstop) or the member comes back from another method: the last collocation
+        # polynomial no longer predicts the stages.
+        if self._hist is not None:
+            self._hist["any"] = self._hist["any"] & ~members
 
     def dense_stages(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, y: torch.Tensor,
                      attempt: Attempt, f1: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,12 @@ class AbstractStepper(abc.ABC):
     #: loop then skips that evaluation and may pass ``k1=None`` to :meth:`step`
     needs_fsal: bool = True
 
+    @property
+    def steps_onto_saveat(self) -> bool:
+        """Interpolating ``saveat`` with an interpolant two or more orders below the method would
+        throw away its accuracy: such methods step onto the save times instead."""
+        return self.interpolant_order + 1 < self.order
+
     @abc.abstractmethod
     def step(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor, y: torch.Tensor,
              k1: torch.Tensor) -> Attempt:
