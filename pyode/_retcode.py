@@ -47,7 +47,8 @@ def _hint(code: ReturnCode, stiff_alg: bool, adaptive: bool) -> str:
     if code in (ReturnCode.MaxIters, ReturnCode.DtLessThanMin):
         if not stiff_alg:
             return ("the problem may be stiff: explicit methods need tiny steps on stiff problems, "
-                    "try a stiff algorithm such as Rodas5P() (or Rosenbrock23() at loose tolerances); "
+                    "try a stiff algorithm such as Rodas5P() (or Rosenbrock23() at loose tolerances, or "
+                    "AutoTsit5(Rosenbrock23()) to switch automatically); "
                     "otherwise look for a singularity of the solution near t, or raise maxiters")
         return "look for a singularity of the solution near t, loosen the tolerances or raise maxiters"
     if code is ReturnCode.Unstable and not adaptive:

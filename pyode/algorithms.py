@@ -223,9 +223,11 @@ class Rodas5P(AbstractRosenbrock):
 class AbstractESDIRK(AbstractStiffTableauAlgorithm):
     """An ESDIRK (explicit-first-stage, singly diagonally implicit RK) method for stiff problems.
 
-    Stages are solved by simplified Newton iterations with one Jacobian and one batched LU of
-    ``I - hγJ`` per step; the Jacobian is obtained as for the Rosenbrock methods (``jac``, forward
-    AD, or finite differences with ``autodiff=False``). Dense output is cubic Hermite.
+    Stages are solved by simplified Newton iterations on ``I - hγJ``; the Jacobian and its batched
+    LU are kept across steps per member while Newton converges quickly (a fresh Jacobian after a
+    slowly converging step, at ``tstops`` and before a failed step is given up). The Jacobian is
+    obtained as for the Rosenbrock methods (``jac``, forward AD, or finite differences with
+    ``autodiff=False``). Dense output is cubic Hermite; default step control is predictive.
     """
 
     tableau: ClassVar[EsdirkTableau]
