@@ -75,7 +75,7 @@ def test_robertson_switches_to_the_stiff_method(stiffalg):
     assert float((sol.u.sum(-1) - 1).abs().max()) < 1e-13
 
 
-@pytest.mark.parametrize("stiffalg", [pyode.Rosenbrock23(), pyode.Rodas5P()], ids=repr)
+@pytest.mark.parametrize("stiffalg", STIFF_ALGS, ids=repr)
 def test_van_der_pol_switches_back_and_forth(stiffalg):
     # μ = 1000: stiff along the slow branches, non-stiff through the fast jumps (period ~1614).
     prob = problems.van_der_pol(mu=1e3, tspan=(0.0, 3000.0))
@@ -86,7 +86,7 @@ def test_van_der_pol_switches_back_and_forth(stiffalg):
     assert st.nswitch >= 5, st                        # measured: 7
     assert 0 < st.njac < 0.8 * st.naccept, st          # only the stiff steps need the Jacobian
     alone = solve(prob, stiffalg, reltol=1e-6, abstol=1e-8, saveat=ts)
-    assert st.naccept < alone.stats.naccept, (st, alone.stats)
+    assert st.nf < alone.stats.nf, (st, alone.stats)   # the explicit stretches are cheaper
     # measured scaled errors: 2e2 (Rosenbrock23), 60 (Rodas5P); the stiff method alone: 3e2, 30
     err = ((sol.u - ref).abs() / (1e-8 + 1e-6 * ref.abs())).max()
     err_alone = ((alone.u - ref).abs() / (1e-8 + 1e-6 * ref.abs())).max()

@@ -202,8 +202,11 @@ class EsdirkStepper(AbstractStepper):
         self.need_jac = torch.where(ok, self._slow, self.need_jac)
 
     def restart(self, members: torch.Tensor) -> None:
+        # f jumped, or the member comes back from another method (AutoSwitch) after moving without
+        # this stepper: whatever J it holds is not at its present point.
         if self.J is not None:
             self.need_jac = self.need_jac | members
+            self.jac_current = self.jac_current & ~members
 
     def dense_stages(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, y: torch.Tensor,
                      attempt: Attempt, f1: torch.Tensor) -> torch.Tensor:
