@@ -15,18 +15,20 @@ from ._solution import ODESolution, SolverStats
 from .algorithms import (AbstractAlgorithm, AbstractBDF, AbstractESDIRK, AbstractExplicitRK, AbstractRosenbrock,
                          AutoSwitch, RadauIIA5, Tsit5)
 from .controllers import AbstractController, PIController, PredictiveController
+from .sensealg import AbstractSensitivityAlgorithm, DirectAdjoint, ForwardSensitivity
 
 __all__ = ["solve"]
 
 _KEYWORDS = ("saveat", "reltol", "abstol", "dt", "adaptive", "maxiters", "dtmin", "dtmax", "tstops",
-             "controller", "throw", "progress", "dense", "backend")
+             "controller", "throw", "progress", "dense", "sensealg", "backend")
 _BACKENDS = ("native",)
 
 
 def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: Any = None,
           reltol: Any = 1e-3, abstol: Any = 1e-6, dt: Optional[float] = None, adaptive: Optional[bool] = None,
           maxiters: int = 100_000, dtmin: Optional[float] = None, dtmax: Optional[float] = None,
-          tstops: Any = None, controller: Optional[AbstractController] = None, throw: bool = True, progress: bool = False, dense: Optional[bool] = None,
+          tstops: Any = None, controller: Optional[AbstractController] = None, throw: bool = True,
+          progress: bool = False, dense: Optional[bool] = None, sensealg: Optional[AbstractSensitivityAlgorithm] = None,
           backend: str = "native", **unknown) -> ODESolution:
     """Integrate ``prob`` with algorithm ``alg`` (default :class:`Tsit5`).
 
@@ -52,6 +54,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             per-member ``retcode`` (saved values a failed member never reached are NaN).
         progress: show a tqdm progress bar over ``t`` (of the slowest member).
         dense: keep dense output for ``sol(t)`` (default: only when ``saveat`` is not given).
+        sensealg: how gradients are computed (:mod:`pyode.sensealg`): :class:`DirectAdjoint`
+            (default: autograd through the solver) or :class:`ForwardSensitivity`.
         backend: ``"native"``.
 
     Returns:
@@ -127,6 +131,14 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     elif not isinstance(dense, bool):
         raise TypeError(f"dense must be True, False or None; got {dense!r}")
 
+    if sensealg is None:
+        sensealg = DirectAdjoint()
+    elif isinstance(sensealg, type) and issubclass(sensealg, AbstractSensitivityAlgorithm):
+        raise TypeError(f"sensealg must be an instance; got the class {sensealg.__name__}: pass {sensealg.__name__}()")
+    elif not isinstance(sensealg, AbstractSensitivityAlgorithm):
+        raise TypeError(f"sensealg must be a pyode.sensealg object such as DirectAdjoint() or ForwardSensitivity(); "
+                        f"got {type(sensealg).__name__}")
+
     from .native._integrate import SolveOptions, integrate
 
     single = u0.ndim == 1
@@ -134,9 +146,37 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                         reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive, maxiters=int(maxiters),
                         dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress,
                         controller=controller)
-    raw = integrate(prob.f, u0, prob.p, lambda rhs: _native_stepper(alg, rhs, prob, reltol_v, abstol_v, user_controller),
-                    opts, prob.batch_shape)
+    if isinstance(sensealg, ForwardSensitivity):
+        raw = _forward_sensitivity(prob, alg, opts, user_controller)
+    else:
+        raw = integrate(prob.f, u0, prob.p,
+                        lambda rhs: _native_stepper(alg, rhs, prob, reltol_v, abstol_v, user_controller),
+                        opts, prob.batch_shape)
     return _wrap(prob, alg, raw, throw, adaptive)
+
+
+def _forward_sensitivity(prob: ODEProblem, alg, opts, controller):
+    """The augmented solve of ForwardSensitivity, returned with states that carry its gradients."""
+    from dataclasses import replace
+
+    from .native._forward_sensitivity import ForwardSensitivitySystem, SensitivityDense
+    from .native._integrate import integrate
+
+    system = ForwardSensitivitySystem(prob)
+    if system.trivial:      # nothing to differentiate
+        return integrate(prob.f, prob.u0, prob.p,
+                         lambda rhs: _native_stepper(alg, rhs, prob, opts.reltol, opts.abstol, controller),
+                         opts, prob.batch_shape)
+    aug = ODEProblem(system.f, system.z0, prob.tspan, None)
+    aug_opts = replace(opts, reltol=system.tolerance(opts.reltol), abstol=system.tolerance(opts.abstol))
+    with torch.no_grad():
+        raw = integrate(aug.f, aug.u0, None,
+                        lambda rhs: _native_stepper(alg, rhs, aug, aug_opts.reltol, aug_opts.abstol, controller),
+                        aug_opts, prob.batch_shape)
+    raw.u = system.attach(raw.u)
+    if raw.dense is not None:
+        raw.dense = SensitivityDense(raw.dense, system)
+    return raw
 
 
 def _default_controller(alg: AbstractAlgorithm) -> AbstractController:

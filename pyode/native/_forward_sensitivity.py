@@ -1,0 +1,129 @@
+"""``ForwardSensitivity``: the sensitivity equations integrated alongside the state.
+
+With ``θ`` the parameter entries that require grad (flattened, ``P`` of them) and, when ``u0``
+requires grad, the ``n`` initial values, ``S = ∂u/∂(u0, θ)`` has ``m`` columns per member and obeys
+
+    S' = J S + [0, ∂f/∂θ],    S(t0) = [I, 0]
+
+The augmented state ``z = (u, vec S)`` (row-major ``S``, ``n (1 + m)`` components per member) is
+solved by the ordinary integrator with the user's algorithm, tolerances and step control;
+``J S + ∂f/∂θ`` is one ``torch.func.jvp`` per column, the ``m`` columns vmapped into one call.
+
+The solve runs without autograd; :class:`_Attach` then hands out the states with a backward that
+contracts the incoming gradient with the saved ``S``: ``∂L/∂u0 = Σ_t S_u0ᵀ g(t)`` per member and
+``∂L/∂θ = Σ_members Σ_t S_θᵀ g(t)``.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch.func import jvp, vmap
+
+from .._params import ParameterizedRHS, parameter_leaves
+
+__all__ = ["ForwardSensitivitySystem"]
+
+
+class ForwardSensitivitySystem:
+    """The augmented system of one problem, and the translation of its solution back."""
+
+    def __init__(self, prob):
+        paths, leaves, modules = parameter_leaves(prob.p)
+        self.prob = prob
+        self.rhs = ParameterizedRHS(prob.f, prob.p, paths, modules)
+        self.leaves: List[torch.Tensor] = leaves
+        self.values = [t.detach() for t in leaves]
+        u0 = prob.u0
+        self.n = u0.shape[-1]
+        self.n_u0 = self.n if u0.requires_grad else 0
+        self.sizes = [t.numel() for t in leaves]
+        self.P = sum(self.sizes)
+        self.m = self.n_u0 + self.P
+        self.batch_shape = prob.batch_shape
+        dev, dtype = u0.device, u0.dtype
+        # Constant tangents in θ, column by column: one-hot in the column's entry, zero for the u0 columns.
+        self.param_tangents = []
+        offset = self.n_u0
+        for t, k in zip(leaves, self.sizes):
+            T = torch.zeros(self.m, k, dtype=t.dtype, device=t.device)
+            T[offset + torch.arange(k), torch.arange(k)] = 1
+            self.param_tangents.append(T.reshape(self.m, *t.shape))
+            offset += k
+        S0 = torch.zeros(*self.batch_shape, self.n, self.m, dtype=dtype, device=dev)
+        if self.n_u0:
+            S0[..., :, :self.n] = torch.eye(self.n, dtype=dtype, device=dev)
+        self.z0 = torch.cat([u0.detach(), S0.reshape(*self.batch_shape, self.n * self.m)], -1)
+
+    @property
+    def trivial(self) -> bool:
+        """Nothing requires grad: the plain solve is all there is to do."""
+        return self.m == 0
+
+    def f(self, z: torch.Tensor, _p, t: torch.Tensor) -> torch.Tensor:
+        n, m = self.n, self.m
+        u = z[..., :n]
+        S = z[..., n:].reshape(*z.shape[:-1], n, m)
+        values = self.values
+
+        def rhs(uu, *vals):
+            return self.rhs(uu, vals, t)
+
+        du = rhs(u, *values)
+
+        def column(tu, *tv):
+            return jvp(rhs, (u, *values), (tu, *tv))[1]
+
+        dS = vmap(column)(S.movedim(-1, 0), *self.param_tangents)          # (m, *batch, n)
+        return torch.cat([du, dS.movedim(0, -1).reshape(*u.shape[:-1], n * m)], -1)
+
+    def tolerance(self, tol):
+        """A per-component tolerance ``(n,)`` repeated for the rows of ``S``; numbers pass through."""
+        if isinstance(tol, torch.Tensor):
+            return torch.cat([tol, tol.repeat_interleave(self.m)])
+        return tol
+
+    def split(self, z: torch.Tensor):
+        """``(u, S)`` from augmented states ``(..., n (1 + m))``."""
+        return z[..., :self.n], z[..., self.n:].reshape(*z.shape[:-1], self.n, self.m)
+
+    def attach(self, z: torch.Tensor) -> torch.Tensor:
+        """The states in ``z`` as a function of ``u0`` and the parameters, through ``S``."""
+        u, S = self.split(z)
+        return _Attach.apply(u, S, self, self.prob.u0, *self.leaves)
+
+
+class _Attach(torch.autograd.Function):
+    """Returns ``u``; its backward is the chain rule through the sensitivities ``S``."""
+
+    @staticmethod
+    def forward(ctx, u, S, system: ForwardSensitivitySystem, u0, *leaves):
+        ctx.save_for_backward(S)
+        ctx.system = system
+        return u.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (S,) = ctx.saved_tensors
+        sys_ = ctx.system
+        # A failed member's unreached values are NaN constants, as without ForwardSensitivity.
+        S = torch.where(torch.isnan(S), torch.zeros_like(S), S)
+        g = (grad.unsqueeze(-1) * S).sum(-2)                                 # (..., m)
+        g = g.reshape(-1, *sys_.batch_shape, sys_.m).sum(0)                  # summed over saved times
+        grad_u0 = g[..., :sys_.n_u0] if sys_.n_u0 else None
+        gp = g[..., sys_.n_u0:].reshape(-1, sys_.P).sum(0)
+        grads, offset = [], 0
+        for leaf, k in zip(sys_.leaves, sys_.sizes):
+            grads.append(gp[offset:offset + k].reshape(leaf.shape).to(leaf.dtype))
+            offset += k
+        return (None, None, None, grad_u0, *grads)
+
+
+class SensitivityDense:
+    """Dense output of the augmented solve, handing out differentiable states like ``sol.u``."""
+
+    def __init__(self, dense, system: ForwardSensitivitySystem):
+        self.dense, self.system = dense, system
+
+    def __call__(self, tq: torch.Tensor) -> torch.Tensor:
+        return self.system.attach(self.dense(tq))

@@ -1,0 +1,179 @@
+"""Sensitivity algorithms: DirectAdjoint (autograd through the solver) and ForwardSensitivity,
+against central finite differences and against each other; parameters of every supported kind."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import pyode
+from pyode import ODEProblem, ReturnCode, problems, solve
+
+F64 = torch.float64
+SENSEALGS = [pyode.DirectAdjoint(), pyode.ForwardSensitivity()]
+by_sensealg = pytest.mark.parametrize("sensealg", SENSEALGS, ids=repr)
+
+
+def central_differences(loss, x: torch.Tensor, eps: float) -> torch.Tensor:
+    g = torch.zeros_like(x)
+    with torch.no_grad():
+        for i in range(x.numel()):
+            e = torch.zeros_like(x).reshape(-1)
+            e[i] = eps
+            e = e.reshape(x.shape)
+            g.reshape(-1)[i] = (loss(x + e) - loss(x - e)) / (2 * eps)
+    return g
+
+
+def lv_loss(sensealg, alg=pyode.Tsit5(), **kw):
+    base = problems.lotka_volterra(tspan=(0.0, 5.0))
+    ts = torch.linspace(0.5, 5.0, 10, dtype=F64)
+
+    def loss(u0, p):
+        sol = solve(ODEProblem(base.f, u0, base.tspan, p), alg, saveat=ts, sensealg=sensealg, **kw)
+        return (sol.u[:, 0] * torch.sin(ts) + sol.u[:, 1].square()).sum()
+    return loss, base.u0, base.p
+
+
+# ---- against finite differences -----------------------------------------------------------------
+
+@by_sensealg
+def test_nonstiff_gradients_match_finite_differences(sensealg):
+    loss, u0, p = lv_loss(sensealg, reltol=1e-10, abstol=1e-12)
+    u0, p = u0.clone().requires_grad_(), p.clone().requires_grad_()
+    g_u0, g_p = torch.autograd.grad(loss(u0, p), (u0, p))
+    fd_u0 = central_differences(lambda x: loss(x, p.detach()), u0.detach(), 1e-6)
+    fd_p = central_differences(lambda x: loss(u0.detach(), x), p.detach(), 1e-6)
+    torch.testing.assert_close(g_u0, fd_u0, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(g_p, fd_p, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("alg", [pyode.Rodas5P(), pyode.KenCarp4(), pyode.FBDF(), pyode.RadauIIA5()], ids=repr)
+def test_stiff_robertson_log_rate_gradients_agree(alg):
+    # A Robertson fit loss over log-spaced times; gradients in the log rate constants and u0.
+    # measured relative deviations from the differences: 1e-7 (2e-6 for KenCarp4, whose Newton
+    # iterations stop at a tolerance, which the discrete gradient does not see)
+    base = problems.robertson(tspan=(0.0, 10.0))
+    ts = torch.logspace(-3, 1, 5, dtype=F64)
+
+    def loss(logk, u0, sensealg):
+        prob = ODEProblem(base.f, u0, base.tspan, logk.exp(), jac=base.jac)
+        sol = solve(prob, alg, reltol=1e-8, abstol=1e-12, saveat=ts, sensealg=sensealg)
+        return (sol.u[:, 1] * 1e4 + sol.u[:, 2]).square().sum()
+
+    grads = {}
+    for sa in SENSEALGS:
+        logk, u0 = base.p.log().clone().requires_grad_(), base.u0.clone().requires_grad_()
+        grads[type(sa).__name__] = torch.autograd.grad(loss(logk, u0, sa), (logk, u0))
+    fd = central_differences(lambda x: loss(x, base.u0, None), base.p.log(), 1e-6)
+    for name, (g_k, g_u0) in grads.items():
+        torch.testing.assert_close(g_k, fd, rtol=1e-5, atol=1e-9, msg=name)
+    # the two methods agree with each other to the solve's accuracy (u0 gradients included)
+    d, f = grads["DirectAdjoint"], grads["ForwardSensitivity"]
+    torch.testing.assert_close(d[0], f[0], rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(d[1], f[1], rtol=1e-4, atol=1e-6)
+
+
+@by_sensealg
+def test_gradcheck_on_a_tiny_fixed_step_problem(sensealg):
+    # With fixed steps the forward sensitivities of an explicit RK method are exactly the
+    # derivatives of its discrete solution: both pass gradcheck.
+    A = torch.tensor([[-0.5, 1.0], [-1.0, -0.2]], dtype=F64)
+
+    def fn(u0, a):
+        prob = ODEProblem(lambda u, p, t: (u @ p.T) * torch.cos(t)[..., None], u0, (0.0, 1.0), a)
+        return solve(prob, pyode.Tsit5(), dt=0.1, adaptive=False, sensealg=sensealg).u
+
+    u0 = torch.tensor([1.0, -0.5], dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (u0, A.clone().requires_grad_()))
+
+
+# ---- parameters of every kind --------------------------------------------------------------------
+
+def test_parameter_that_does_not_enter_f_gets_an_exact_zero():
+    base = problems.lotka_volterra(tspan=(0.0, 2.0))
+    p = base.p.clone().requires_grad_()
+    unused = torch.tensor([3.0, 4.0], dtype=F64, requires_grad=True)
+    prob = ODEProblem(lambda u, q, t: base.f(u, q["rates"], t), base.u0, base.tspan, {"rates": p, "unused": unused})
+    sol = solve(prob, pyode.Tsit5(), saveat=[1.0, 2.0], sensealg=pyode.ForwardSensitivity())
+    g_p, g_unused = torch.autograd.grad(sol.u.sum(), (p, unused))
+    assert torch.equal(g_unused, torch.zeros(2, dtype=F64)) and bool((g_p != 0).all())
+    sol = solve(prob, pyode.Tsit5(), saveat=[1.0, 2.0], sensealg=pyode.DirectAdjoint())
+    (g_direct,) = torch.autograd.grad(sol.u.sum(), (unused,), allow_unused=True)
+    assert g_direct is None or torch.equal(g_direct, torch.zeros(2, dtype=F64))
+
+
+def test_nn_module_and_tuple_parameters():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2)).double()
+    scale = torch.tensor(0.7, dtype=F64, requires_grad=True)
+
+    def f(u, p, t):
+        model, s = p
+        return s * model(u) - 0.1 * u
+
+    u0 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=F64)   # a batch of 3
+    results = {}
+    for sa in SENSEALGS:
+        sol = solve(ODEProblem(f, u0, (0.0, 2.0), (net, scale)), pyode.Tsit5(), reltol=1e-9, abstol=1e-11,
+                    saveat=[0.5, 2.0], sensealg=sa)
+        loss = sol.u.square().sum()
+        results[type(sa).__name__] = torch.autograd.grad(loss, [scale, *net.parameters()])
+    for d, f_ in zip(results["DirectAdjoint"], results["ForwardSensitivity"]):
+        torch.testing.assert_close(d, f_, rtol=1e-6, atol=1e-9)
+
+
+def test_batch_gradient_is_the_sum_of_member_gradients():
+    base = problems.lotka_volterra(tspan=(0.0, 3.0))
+    p = base.p.clone().requires_grad_()
+    u0 = torch.tensor([[1.0, 1.0], [2.0, 0.5], [0.5, 2.0]], dtype=F64, requires_grad=True)
+    sa = pyode.ForwardSensitivity()
+    sol = solve(ODEProblem(base.f, u0, base.tspan, p), pyode.Tsit5(), reltol=1e-8, abstol=1e-10,
+                saveat=[1.0, 3.0], sensealg=sa)
+    g_p, g_u0 = torch.autograd.grad(sol.u.sum(), (p, u0))
+    total = torch.zeros_like(g_p)
+    for i in range(3):
+        ui = u0[i].detach().clone().requires_grad_()
+        one = solve(ODEProblem(base.f, ui, base.tspan, p), pyode.Tsit5(), reltol=1e-8, abstol=1e-10,
+                    saveat=[1.0, 3.0], sensealg=sa)
+        gi_p, gi_u0 = torch.autograd.grad(one.u.sum(), (p, ui))
+        total += gi_p
+        torch.testing.assert_close(g_u0[i], gi_u0, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_p, total, rtol=1e-12, atol=1e-12)
+
+
+def test_dense_output_is_differentiable_too():
+    base = problems.lotka_volterra(tspan=(0.0, 3.0))
+    tq = torch.tensor([0.3, 1.7, 2.9], dtype=F64)
+    grads = []
+    for sa in SENSEALGS:
+        p = base.p.clone().requires_grad_()
+        sol = solve(ODEProblem(base.f, base.u0, base.tspan, p), pyode.Tsit5(), reltol=1e-10, abstol=1e-12,
+                    sensealg=sa)
+        grads.append(torch.autograd.grad(sol(tq).sum(), p)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-8)
+
+
+def test_failed_member_contributes_no_gradient_and_others_are_exact():
+    # u' = p u² blows up at t = 1/(p u0): the second member fails before t = 1.
+    f = lambda u, p, t: p * u * u  # noqa: E731
+    p = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    u0 = torch.tensor([[0.5], [2.0]], dtype=F64)
+    sol = solve(ODEProblem(f, u0, (0.0, 1.0), p), pyode.Tsit5(), reltol=1e-10, abstol=1e-12, saveat=[0.25, 1.0],
+                throw=False, sensealg=pyode.ForwardSensitivity())
+    assert sol.retcode[0] == ReturnCode.Success and sol.retcode[1] != ReturnCode.Success
+    (g,) = torch.autograd.grad(sol.u[:, 0].sum(), p)
+    # exact: u = u0 / (1 - p u0 t), du/dp = u0² t / (1 - p u0 t)² for u0 = 0.5 at t = 0.25 and 1
+    exact = sum(0.25 * t / (1 - 0.5 * t) ** 2 for t in (0.25, 1.0))
+    assert math.isfinite(float(g)) and abs(float(g) - exact) < 1e-7 * exact
+
+
+# ---- arguments -----------------------------------------------------------------------------------
+
+def test_bad_sensealg_arguments():
+    prob = problems.lotka_volterra()
+    with pytest.raises(TypeError, match="pass ForwardSensitivity()"):
+        solve(prob, sensealg=pyode.ForwardSensitivity)
+    with pytest.raises(TypeError, match="sensealg must be"):
+        solve(prob, sensealg="adjoint")
+    assert repr(pyode.DirectAdjoint()) == "DirectAdjoint()"
