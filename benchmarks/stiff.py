@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import contextlib
 import datetime
 import json
 import math
@@ -63,6 +64,15 @@ class CaseCapped(Exception):
 
 
 def _alarm(signum, frame):
+    # Raise only outside torch's own Python code (and contextlib): an exception between entering and
+    # exiting a torch context (a forward-AD dual level, a torch.func transform) would leave it entered
+    # for every later solve. Inside such code, try again 2 ms later.
+    unsafe = (os.path.dirname(torch.__file__) + os.sep, contextlib.__file__)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(unsafe):
+            signal.setitimer(signal.ITIMER_REAL, 0.002)
+            return
+        frame = frame.f_back
     raise CaseCapped()
 
 
@@ -73,9 +83,20 @@ def capped(fn, cap: float):
     signal.setitimer(signal.ITIMER_REAL, cap)
     try:
         return fn()
+    except CaseCapped:
+        check_torch_state()
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def check_torch_state():
+    """After a stopped run: no forward-AD level or torch.func transform may be left entered."""
+    fwad = torch.autograd.forward_ad
+    if fwad._current_level != -1 or torch._C._functorch.maybe_current_level() is not None:
+        raise RuntimeError("a run stopped at the time cap left torch's forward-AD / torch.func state entered; "
+                           "later timings would be wrong (rerun with a larger --max-case-seconds)")
 
 
 def measure(fn, repeats: int, budget: float, cap: float = math.inf):
