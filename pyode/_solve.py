@@ -15,7 +15,7 @@ from ._solution import ODESolution, SolverStats
 from .algorithms import (AbstractAlgorithm, AbstractBDF, AbstractESDIRK, AbstractExplicitRK, AbstractRosenbrock,
                          AutoSwitch, RadauIIA5, Tsit5)
 from .controllers import AbstractController, PIController, PredictiveController
-from .sensealg import AbstractSensitivityAlgorithm, DirectAdjoint, ForwardSensitivity
+from .sensealg import AbstractSensitivityAlgorithm, DirectAdjoint, ForwardSensitivity, GaussAdjoint
 
 __all__ = ["solve"]
 
@@ -148,11 +148,30 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                         controller=controller)
     if isinstance(sensealg, ForwardSensitivity):
         raw = _forward_sensitivity(prob, alg, opts, user_controller)
+    elif isinstance(sensealg, GaussAdjoint):
+        raw = _adjoint(prob, alg, opts, user_controller, sensealg)
     else:
         raw = integrate(prob.f, u0, prob.p,
                         lambda rhs: _native_stepper(alg, rhs, prob, reltol_v, abstol_v, user_controller),
                         opts, prob.batch_shape)
     return _wrap(prob, alg, raw, throw, adaptive)
+
+
+def _adjoint(prob: ODEProblem, alg, opts, controller, sensealg):
+    """The forward solve of a continuous adjoint, returned with states whose backward runs the adjoint."""
+    from .native._adjoint import AdjointAttach, AdjointSystem
+    from .native._integrate import integrate
+
+    def make_stepper(a, problem):
+        return lambda rhs: _native_stepper(a, rhs, problem, opts.reltol, opts.abstol, controller)
+
+    system = AdjointSystem(prob, alg, opts, make_stepper, integrate, sensealg)
+    raw = system.solve_forward()
+    if not opts.dense:
+        raw.dense = None        # kept for the adjoint only; sol(t) stays as the user asked
+    if prob.u0.requires_grad or system.leaves:
+        raw.u = AdjointAttach.apply(raw.u, system, prob.u0, *system.leaves)
+    return raw
 
 
 def _forward_sensitivity(prob: ODEProblem, alg, opts, controller):
@@ -210,13 +229,14 @@ def _native_stepper(alg: AbstractAlgorithm, rhs, prob: ODEProblem, reltol, absto
     if isinstance(alg, AbstractRosenbrock):
         return RosenbrockStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff))
     if isinstance(alg, AbstractESDIRK):
-        return EsdirkStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff), reltol, abstol)
+        return EsdirkStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff, time_derivative=False), reltol, abstol)
     if isinstance(alg, RadauIIA5):
         from .native._radau import RadauStepper
-        return RadauStepper(JacobianEvaluator(rhs, jac, alg.autodiff), reltol, abstol)
+        return RadauStepper(JacobianEvaluator(rhs, jac, alg.autodiff, time_derivative=False), reltol, abstol)
     if isinstance(alg, AbstractBDF):
         from .native._bdf import BDFStepper
-        return BDFStepper(alg.max_order, alg.kappa, JacobianEvaluator(rhs, jac, alg.autodiff), reltol, abstol)
+        return BDFStepper(alg.max_order, alg.kappa, JacobianEvaluator(rhs, jac, alg.autodiff, time_derivative=False),
+                          reltol, abstol)
     raise TypeError(f"the native engine has no implementation of {alg!r}")
 
 

@@ -1,5 +1,6 @@
-"""Sensitivity algorithms: DirectAdjoint (autograd through the solver) and ForwardSensitivity,
-against central finite differences and against each other; parameters of every supported kind."""
+"""Sensitivity algorithms: DirectAdjoint (autograd through the solver), ForwardSensitivity and
+GaussAdjoint, against central finite differences and against each other; parameters of every
+supported kind, batches, failures."""
 import math
 
 import pytest
@@ -10,8 +11,10 @@ import pyode
 from pyode import ODEProblem, ReturnCode, problems, solve
 
 F64 = torch.float64
-SENSEALGS = [pyode.DirectAdjoint(), pyode.ForwardSensitivity()]
+SENSEALGS = [pyode.DirectAdjoint(), pyode.ForwardSensitivity(), pyode.GaussAdjoint()]
 by_sensealg = pytest.mark.parametrize("sensealg", SENSEALGS, ids=repr)
+# gradients of the discrete solution (exact under gradcheck with fixed steps)
+DISCRETE = [pyode.DirectAdjoint(), pyode.ForwardSensitivity()]
 
 
 def central_differences(loss, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -68,13 +71,14 @@ def test_stiff_robertson_log_rate_gradients_agree(alg):
     fd = central_differences(lambda x: loss(x, base.u0, None), base.p.log(), 1e-6)
     for name, (g_k, g_u0) in grads.items():
         torch.testing.assert_close(g_k, fd, rtol=1e-5, atol=1e-9, msg=name)
-    # the two methods agree with each other to the solve's accuracy (u0 gradients included)
-    d, f = grads["DirectAdjoint"], grads["ForwardSensitivity"]
-    torch.testing.assert_close(d[0], f[0], rtol=1e-5, atol=1e-9)
-    torch.testing.assert_close(d[1], f[1], rtol=1e-4, atol=1e-6)
+    # the methods agree with each other to the solve's accuracy (u0 gradients included)
+    d = grads["DirectAdjoint"]
+    for name in ("ForwardSensitivity", "GaussAdjoint"):
+        torch.testing.assert_close(d[0], grads[name][0], rtol=1e-5, atol=1e-9, msg=name)
+        torch.testing.assert_close(d[1], grads[name][1], rtol=1e-4, atol=1e-6, msg=name)
 
 
-@by_sensealg
+@pytest.mark.parametrize("sensealg", DISCRETE, ids=repr)
 def test_gradcheck_on_a_tiny_fixed_step_problem(sensealg):
     # With fixed steps the forward sensitivities of an explicit RK method are exactly the
     # derivatives of its discrete solution: both pass gradcheck.
@@ -95,9 +99,10 @@ def test_parameter_that_does_not_enter_f_gets_an_exact_zero():
     p = base.p.clone().requires_grad_()
     unused = torch.tensor([3.0, 4.0], dtype=F64, requires_grad=True)
     prob = ODEProblem(lambda u, q, t: base.f(u, q["rates"], t), base.u0, base.tspan, {"rates": p, "unused": unused})
-    sol = solve(prob, pyode.Tsit5(), saveat=[1.0, 2.0], sensealg=pyode.ForwardSensitivity())
-    g_p, g_unused = torch.autograd.grad(sol.u.sum(), (p, unused))
-    assert torch.equal(g_unused, torch.zeros(2, dtype=F64)) and bool((g_p != 0).all())
+    for sa in (pyode.ForwardSensitivity(), pyode.GaussAdjoint()):
+        sol = solve(prob, pyode.Tsit5(), saveat=[1.0, 2.0], sensealg=sa)
+        g_p, g_unused = torch.autograd.grad(sol.u.sum(), (p, unused))
+        assert torch.equal(g_unused, torch.zeros(2, dtype=F64)) and bool((g_p != 0).all()), sa
     sol = solve(prob, pyode.Tsit5(), saveat=[1.0, 2.0], sensealg=pyode.DirectAdjoint())
     (g_direct,) = torch.autograd.grad(sol.u.sum(), (unused,), allow_unused=True)
     assert g_direct is None or torch.equal(g_direct, torch.zeros(2, dtype=F64))
@@ -119,15 +124,16 @@ def test_nn_module_and_tuple_parameters():
                     saveat=[0.5, 2.0], sensealg=sa)
         loss = sol.u.square().sum()
         results[type(sa).__name__] = torch.autograd.grad(loss, [scale, *net.parameters()])
-    for d, f_ in zip(results["DirectAdjoint"], results["ForwardSensitivity"]):
-        torch.testing.assert_close(d, f_, rtol=1e-6, atol=1e-9)
+    for name in ("ForwardSensitivity", "GaussAdjoint"):
+        for d, f_ in zip(results["DirectAdjoint"], results[name]):
+            torch.testing.assert_close(d, f_, rtol=1e-6, atol=1e-9, msg=name)
 
 
-def test_batch_gradient_is_the_sum_of_member_gradients():
+@pytest.mark.parametrize("sa", [pyode.ForwardSensitivity(), pyode.GaussAdjoint()], ids=repr)
+def test_batch_gradient_is_the_sum_of_member_gradients(sa):
     base = problems.lotka_volterra(tspan=(0.0, 3.0))
     p = base.p.clone().requires_grad_()
     u0 = torch.tensor([[1.0, 1.0], [2.0, 0.5], [0.5, 2.0]], dtype=F64, requires_grad=True)
-    sa = pyode.ForwardSensitivity()
     sol = solve(ODEProblem(base.f, u0, base.tspan, p), pyode.Tsit5(), reltol=1e-8, abstol=1e-10,
                 saveat=[1.0, 3.0], sensealg=sa)
     g_p, g_u0 = torch.autograd.grad(sol.u.sum(), (p, u0))
@@ -146,12 +152,16 @@ def test_dense_output_is_differentiable_too():
     base = problems.lotka_volterra(tspan=(0.0, 3.0))
     tq = torch.tensor([0.3, 1.7, 2.9], dtype=F64)
     grads = []
-    for sa in SENSEALGS:
+    for sa in DISCRETE:
         p = base.p.clone().requires_grad_()
         sol = solve(ODEProblem(base.f, base.u0, base.tspan, p), pyode.Tsit5(), reltol=1e-10, abstol=1e-12,
                     sensealg=sa)
         grads.append(torch.autograd.grad(sol(tq).sum(), p)[0])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-8)
+    # The adjoint differentiates the saved states only: sol(t) comes without a graph.
+    p = base.p.clone().requires_grad_()
+    sol = solve(ODEProblem(base.f, base.u0, base.tspan, p), pyode.Tsit5(), sensealg=pyode.GaussAdjoint())
+    assert sol.u.requires_grad and not sol(tq).requires_grad
 
 
 def test_failed_member_contributes_no_gradient_and_others_are_exact():
@@ -166,6 +176,11 @@ def test_failed_member_contributes_no_gradient_and_others_are_exact():
     # exact: u = u0 / (1 - p u0 t), du/dp = u0² t / (1 - p u0 t)² for u0 = 0.5 at t = 0.25 and 1
     exact = sum(0.25 * t / (1 - 0.5 * t) ** 2 for t in (0.25, 1.0))
     assert math.isfinite(float(g)) and abs(float(g) - exact) < 1e-7 * exact
+    # the adjoint cannot run backwards through the failed member: a clear error, not NaN
+    sol = solve(ODEProblem(f, u0, (0.0, 1.0), p), pyode.Tsit5(), saveat=[0.25, 1.0], throw=False,
+                sensealg=pyode.GaussAdjoint())
+    with pytest.raises(RuntimeError, match="batch member 1 failed"):
+        torch.autograd.grad(sol.u[:, 0].sum(), p)
 
 
 # ---- arguments -----------------------------------------------------------------------------------

@@ -27,8 +27,10 @@ class JacobianEvaluator:
             evaluations of ``f``, counted in ``nf``), for functions forward-mode AD cannot trace.
     """
 
-    def __init__(self, rhs: Callable, user_jac: Optional[Callable], autodiff: bool):
+    def __init__(self, rhs: Callable, user_jac: Optional[Callable], autodiff: bool, time_derivative: bool = True):
         self.rhs, self.user_jac, self.autodiff = rhs, user_jac, autodiff
+        # Only Rosenbrock methods use ∂f/∂t; the others get None and save its evaluation.
+        self.time_derivative = time_derivative
         self.evaluations = 0
         self._cache = None
 
@@ -51,6 +53,8 @@ class JacobianEvaluator:
     def _evaluate(self, y, t, fy):
         if self.user_jac is not None:
             J = self.user_jac(y, t)
+            if not self.time_derivative:
+                return J, None
             return J, (self._dfdt_forward(y, t) if self.autodiff else self._dfdt_fd(y, t, fy))
         if not self.autodiff:
             return self._fd(y, t, fy)
@@ -84,15 +88,19 @@ class JacobianEvaluator:
         # Forward differences with the usual sqrt(eps) scaling per component.
         B, n = y.shape
         eps = torch.finfo(y.dtype).eps ** 0.5
+        if fy is None:          # methods that never need f(y) at the step start (BDF)
+            fy = self.rhs(y, t)
         cols = []
         for j in range(n):
             delta = eps * y[:, j].abs().clamp(min=1.0)
             yj = y.clone()
             yj[:, j] = y[:, j] + delta
             cols.append((self.rhs(yj, t) - fy) / (yj[:, j] - y[:, j])[:, None])
-        return torch.stack(cols, -1), self._dfdt_fd(y, t, fy)
+        return torch.stack(cols, -1), (self._dfdt_fd(y, t, fy) if self.time_derivative else None)
 
     def _dfdt_fd(self, y, t, fy):
+        if fy is None:
+            fy = self.rhs(y, t)
         eps = torch.finfo(y.dtype).eps ** 0.5
         dt = eps * t.abs().clamp(min=1.0)
         t2 = t + dt

@@ -159,6 +159,36 @@ class DenseOutput:
         self.Y0 = torch.stack([s[2] for s in steps])                      # (S, B, n)
         self.K = torch.stack([s[3] for s in steps])                       # (S, B, s+1, n)
 
+    def at(self, t: torch.Tensor) -> torch.Tensor:
+        """Each member at its own time: ``t`` (B,) -> (B, n) (adjoint solves need this)."""
+        B = self.keys.shape[0]
+        key = (self.direction * t)[:, None].contiguous()
+        pos = torch.searchsorted(self.keys, key).clamp(max=self.keys.shape[1] - 1)          # (B, 1)
+        t_lo = self.T0.T.gather(1, pos)[:, 0]
+        hs = self.H.T.gather(1, pos)[:, 0]
+        step = self.order.T.gather(1, pos)[:, 0]
+        cols = torch.arange(B, device=t.device)
+        theta = (t - t_lo) / torch.where(hs != 0, hs, torch.ones_like(hs))
+        return interpolate(self.dense, theta, self.Y0[step, cols], hs, self.K[step, cols])
+
+    @property
+    def max_steps(self) -> int:
+        """The most accepted steps any member took."""
+        return int(self.count.max()) if self.count.numel() else 0
+
+    def step(self, s: int):
+        """Member-wise ``s``-th accepted step: ``(t_start, signed size, exists)``, each (B,)."""
+        return self.T0[s], self.H[s], s < self.count
+
+    def on_step(self, s: int, theta: float) -> torch.Tensor:
+        """Each member's ``s``-th step interpolated at fraction ``theta``: (B, n) (rows of members
+        with fewer steps are meaningless)."""
+        B = self.count.shape[0]
+        step = self.order[s]
+        cols = torch.arange(B, device=step.device)
+        th = torch.full((B,), theta, dtype=self.H.dtype, device=step.device)
+        return interpolate(self.dense, th, self.Y0[step, cols], self.H[s], self.K[step, cols])
+
     def __call__(self, tq: torch.Tensor) -> torch.Tensor:
         """Interpolated states at times ``tq`` (Q,), shape (Q, B, n); NaN where a member never got."""
         B = self.keys.shape[0]
