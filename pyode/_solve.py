@@ -15,7 +15,7 @@ from ._solution import ODESolution, SolverStats
 from .algorithms import (AbstractAlgorithm, AbstractBDF, AbstractESDIRK, AbstractExplicitRK, AbstractRosenbrock,
                          AutoSwitch, RadauIIA5, Tsit5)
 from .controllers import AbstractController, PIController, PredictiveController
-from .sensealg import AbstractSensitivityAlgorithm, DirectAdjoint, ForwardSensitivity, GaussAdjoint
+from .sensealg import AbstractSensitivityAlgorithm, DirectAdjoint, ForwardSensitivity, GaussAdjoint, InterpolatingAdjoint
 
 __all__ = ["solve"]
 
@@ -55,7 +55,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         progress: show a tqdm progress bar over ``t`` (of the slowest member).
         dense: keep dense output for ``sol(t)`` (default: only when ``saveat`` is not given).
         sensealg: how gradients are computed (:mod:`pyode.sensealg`): :class:`DirectAdjoint`
-            (default: autograd through the solver) or :class:`ForwardSensitivity`.
+            (default: autograd through the solver), :class:`ForwardSensitivity`,
+            :class:`InterpolatingAdjoint` or :class:`GaussAdjoint`.
         backend: ``"native"``.
 
     Returns:
@@ -148,7 +149,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                         controller=controller)
     if isinstance(sensealg, ForwardSensitivity):
         raw = _forward_sensitivity(prob, alg, opts, user_controller)
-    elif isinstance(sensealg, GaussAdjoint):
+    elif isinstance(sensealg, (GaussAdjoint, InterpolatingAdjoint)):
         raw = _adjoint(prob, alg, opts, user_controller, sensealg)
     else:
         raw = integrate(prob.f, u0, prob.p,
@@ -162,10 +163,12 @@ def _adjoint(prob: ODEProblem, alg, opts, controller, sensealg):
     from .native._adjoint import AdjointAttach, AdjointSystem
     from .native._integrate import integrate
 
-    def make_stepper(a, problem):
-        return lambda rhs: _native_stepper(a, rhs, problem, opts.reltol, opts.abstol, controller)
+    def make_stepper(a, problem, reltol=opts.reltol, abstol=opts.abstol):
+        return lambda rhs: _native_stepper(a, rhs, problem, reltol, abstol, controller)
 
-    system = AdjointSystem(prob, alg, opts, make_stepper, integrate, sensealg)
+    system = AdjointSystem(prob, alg, opts, make_stepper, integrate, sensealg,
+                           quadrature=isinstance(sensealg, GaussAdjoint), checkpointing=sensealg.checkpointing,
+                           seminorm=getattr(sensealg, "seminorm", False))
     raw = system.solve_forward()
     if not opts.dense:
         raw.dense = None        # kept for the adjoint only; sol(t) stays as the user asked

@@ -8,16 +8,25 @@ solution, or a discretisation of the exact one).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-__all__ = ["AbstractSensitivityAlgorithm", "DirectAdjoint", "ForwardSensitivity", "GaussAdjoint"]
+__all__ = ["AbstractSensitivityAlgorithm", "DirectAdjoint", "ForwardSensitivity", "InterpolatingAdjoint",
+           "GaussAdjoint"]
 
 
 class AbstractSensitivityAlgorithm(abc.ABC):
     """Interface of every sensitivity algorithm."""
 
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("bool", bool) and not isinstance(v, bool):
+                raise ValueError(f"{f.name} must be True or False; got {v!r}")
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        args = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) != f.default] \
+            if hasattr(self, "__dataclass_fields__") else []
+        return f"{type(self).__name__}({', '.join(args)})"
 
 
 @dataclass(frozen=True, repr=False)
@@ -52,20 +61,50 @@ class ForwardSensitivity(AbstractSensitivityAlgorithm):
 
 
 @dataclass(frozen=True, repr=False)
+class InterpolatingAdjoint(AbstractSensitivityAlgorithm):
+    """Continuous adjoint with ``u(t)`` interpolated from the forward solve (SciMLSensitivity's
+    ``InterpolatingAdjoint``).
+
+    ``λ' = -Jᵀλ`` and ``μ' = -λᵀ ∂f/∂θ`` are solved together backwards, per batch member, by the
+    forward algorithm at the forward tolerances (the adjoint of a stiff problem is stiff; its
+    Jacobian ``[[-Jᵀ, 0], [-(∂f/∂θ)ᵀ, 0]]`` is formed per member, so a stiff solve costs
+    O((n + P)³) per step and member: prefer :class:`GaussAdjoint` for many parameters).
+
+    Arguments:
+        checkpointing: ``False`` keeps the forward dense output (memory: every step's interpolant);
+            ``True`` keeps only the saved states and re-solves forward on each interval between save
+            times during the backward pass (memory: the saved states plus one interval's steps).
+        seminorm: leave ``μ`` out of the adjoint's error control (Kidger, Chen & Lyons, "Hey, that's
+            not an ODE", 2021): fewer backward steps, the parameter integral as accurate as the steps
+            make it.
+
+    ``μ`` is per member (``(B, P)`` in the state) and needs ``f`` evaluated member by member
+    (``torch.func.vmap``) with parameters shared by the batch; per-member parameters raise an error
+    pointing to :class:`GaussAdjoint`. Gradients reach ``u0`` and tensors in ``p`` through ``sol.u``;
+    ``sol(t)`` is not differentiable with it, nor a batch in which a member failed.
+    """
+
+    checkpointing: bool = False
+    seminorm: bool = False
+
+
+@dataclass(frozen=True, repr=False)
 class GaussAdjoint(AbstractSensitivityAlgorithm):
     """Continuous adjoint with the parameter gradient by Gauss-Legendre quadrature
     (SciMLSensitivity's ``GaussAdjoint``): the choice for stiff problems with many parameters.
 
     The adjoint ``λ' = -Jᵀλ`` is solved backwards, per batch member, by the forward algorithm at
-    the forward tolerances, with ``u(t)`` from the forward solve's dense output (kept in memory:
-    one interpolant per step); ``∂L/∂θ = ∫ λᵀ ∂f/∂θ dt`` is accumulated on every adjoint step by
-    3-point Gauss-Legendre quadrature, one vector-Jacobian product of the whole batch per node.
-    Cost O(n³) per member and step (the adjoint of a stiff problem is stiff, and is solved with
-    the stiff method's machinery, Jacobian ``-Jᵀ``) plus O(P) per step; memory independent of P
-    beyond one gradient.
+    the forward tolerances, with ``u(t)`` from the forward solve's dense output or, with
+    ``checkpointing=True``, re-solved from the saved states interval by interval; ``∂L/∂θ = ∫ λᵀ
+    ∂f/∂θ dt`` is accumulated on every adjoint step by 3-point Gauss-Legendre quadrature, one
+    vector-Jacobian product of the whole batch per node. Cost O(n³) per member and step (the
+    adjoint of a stiff problem is stiff, and is solved with the stiff method's machinery, Jacobian
+    ``-Jᵀ``) plus O(P) per step; memory independent of P beyond one gradient.
 
     The gradient is that of the exact solution, discretised (not of the discrete solution, as
     :class:`DirectAdjoint`): the two agree to the tolerances. Gradients reach ``u0`` and the tensors
     in ``p`` through ``sol.u`` (the saved states); ``sol(t)`` values are not differentiable with
     it, and a batch in which a member failed cannot be differentiated (use DirectAdjoint).
     """
+
+    checkpointing: bool = False

@@ -1,4 +1,4 @@
-"""Continuous adjoints: ``GaussAdjoint``.
+"""Continuous adjoints: ``InterpolatingAdjoint`` and ``GaussAdjoint``.
 
 For a loss on the saved states ``u(t_1..t_T)`` with ``g_k = ∂L/∂u(t_k)``, the adjoint ``λ`` solves,
 backwards from ``λ(t_T) = g_T``,
@@ -6,15 +6,21 @@ backwards from ``λ(t_T) = g_T``,
     λ' = -J(u(t), t)ᵀ λ         between save times,    λ(t_k) += g_k  at each of them,
 
 and gives ``∂L/∂u0 = λ(t0)`` and ``∂L/∂θ = ∫_{t0}^{t_T} λᵀ ∂f/∂θ dt``. ``u(t)`` comes from the forward
-solve's dense output. ``λ`` is solved per batch member (own steps, own error control) by the
-forward algorithm with the forward tolerances; for a stiff algorithm the adjoint is stiff too and
-gets its Jacobian ``-Jᵀ`` from the problem's ``jac`` or forward-mode AD of ``f``.
+solve's dense output, or (checkpointing) from re-solving forward from the saved state at the start
+of each interval between save times. ``λ`` is solved per batch member (own steps, own error
+control) by the forward algorithm with the forward tolerances; for a stiff algorithm the adjoint
+is stiff too and gets its Jacobian from the problem's ``jac`` or forward-mode AD of ``f``.
 
-The parameter integral is not part of the ODE state (SciMLSensitivity's ``GaussAdjoint``): on
-every accepted adjoint step it is accumulated by 3-point Gauss-Legendre quadrature of
-``λ(t)ᵀ ∂f/∂θ(u(t), t)``, ``λ`` from the adjoint's dense output. One vector-Jacobian product of the
-whole batch per node sums the members' contributions, so the cost is O(n³) per member plus O(P)
-per step, and memory holds one copy of the parameters' gradient however large the batch.
+The parameter integral, two ways (SciMLSensitivity's):
+
+* ``InterpolatingAdjoint``: ``μ' = -λᵀ ∂f/∂θ`` is part of the ODE state, per member (``(B, P)``,
+  by one vector-Jacobian product per member, vmapped), error-controlled with ``λ`` unless
+  ``seminorm`` leaves it out of the error norm (Kidger, Chen & Lyons 2021). A stiff method's
+  iteration matrix is then ``(n + P)``-square per member.
+* ``GaussAdjoint``: only ``λ`` is solved; on every accepted adjoint step the integral is
+  accumulated by 3-point Gauss-Legendre quadrature of ``λ(t)ᵀ ∂f/∂θ(u(t), t)``, ``λ`` from the
+  adjoint's dense output, one vector-Jacobian product of the whole batch per node (summing the
+  members): O(n³) per member plus O(P) per step, one gradient's worth of memory.
 """
 from __future__ import annotations
 
@@ -38,7 +44,8 @@ _GL_WEIGHTS = (5.0 / 18.0, 8.0 / 18.0, 5.0 / 18.0)
 class AdjointSystem:
     """What the backward pass needs of one forward solve, and the backward pass itself."""
 
-    def __init__(self, prob, alg, opts, make_stepper: Callable, integrate: Callable, sensealg):
+    def __init__(self, prob, alg, opts, make_stepper: Callable, integrate: Callable, sensealg, *,
+                 quadrature: bool, checkpointing: bool = False, seminorm: bool = False):
         paths, leaves, modules = parameter_leaves(prob.p)
         self.prob, self.alg, self.opts, self.sensealg = prob, alg, opts, sensealg
         self.make_stepper, self.integrate = make_stepper, integrate
@@ -48,6 +55,8 @@ class AdjointSystem:
         self.batch_shape = prob.batch_shape
         self.n = prob.u0.shape[-1]
         self.forward = self.fwd_dense = None      # the forward RawSolution and its dense output
+        self.quadrature, self.checkpointing, self.seminorm = quadrature, checkpointing, seminorm
+        self.P = sum(v.numel() for v in self.values)
 
     # ---- the pieces of f the adjoint needs -------------------------------------------------------
     def _user(self, y: torch.Tensor) -> torch.Tensor:
@@ -80,14 +89,58 @@ class AdjointSystem:
             grads = torch.autograd.grad(out, vals, self._user(cot), allow_unused=True)
         return [torch.zeros_like(v) if g is None else g for v, g in zip(vals, grads)]
 
+    def member_vjp_params(self, u, t, cot) -> torch.Tensor:
+        """``(∂f_b/∂θ)ᵀ cot_b`` for every member ``b`` separately: (B, P), parameters flattened."""
+        n = self.n
+
+        def one(ub, tb, cb):
+            def fb(*vals):
+                out = self.rhs(ub, vals, tb)
+                if out.shape != ub.shape:
+                    raise ValueError(
+                        f"f returned shape {tuple(out.shape)} for one batch member's state {tuple(ub.shape)}: "
+                        f"{self.sensealg!r} evaluates f member by member and needs parameters shared by the "
+                        "batch; use GaussAdjoint() for per-member parameters")
+                return out
+            _, pullback = torch.func.vjp(fb, *self.values)
+            return torch.cat([g.reshape(-1) for g in pullback(cb)])
+
+        return vmap(one)(u.reshape(-1, n), t.reshape(-1), cot.reshape(-1, n))
+
+    def member_param_jacobian(self, u, t) -> torch.Tensor:
+        """``∂f_b/∂θ`` per member: (B, n, P)."""
+        def one(ub, tb):
+            cols = torch.func.jacrev(lambda *vals: self.rhs(ub, vals, tb), argnums=tuple(range(len(self.values))))(
+                *self.values)
+            return torch.cat([c.reshape(self.n, -1) for c in cols], -1)
+
+        return vmap(one)(u.reshape(-1, self.n), t.reshape(-1))
+
     # ---- forward --------------------------------------------------------------------------------
     def solve_forward(self):
-        opts = replace(self.opts, dense=True)
+        # Dense output feeds u(t) to the adjoint; with checkpointing the saved states do instead.
+        opts = self.opts if self.checkpointing else replace(self.opts, dense=True)
         with torch.no_grad():
             raw = self.integrate(self.prob.f, self.prob.u0.detach(), self.prob.p, self.make_stepper(self.alg, self.prob),
                                  opts, self.batch_shape)
         self.forward, self.fwd_dense = raw, raw.dense
         return raw
+
+    def _forward_on(self, t_lo: float, t_hi: float, u_lo: torch.Tensor):
+        """Dense output of the forward solution on ``[t_lo, t_hi]``: kept, or re-solved from ``u_lo``."""
+        if not self.checkpointing:
+            return self.fwd_dense
+        from .._problem import ODEProblem
+
+        prob = ODEProblem(self.prob.f, u_lo.reshape(*self.batch_shape, self.n), (t_lo, t_hi), self.prob.p,
+                          jac=self.prob.jac)
+        opts = replace(self.opts, t0=t_lo, t1=t_hi, saveat=None, save_steps=False, dense=True, dt=None,
+                       tstops=None, progress=False, dtmax=abs(t_hi - t_lo))
+        with torch.no_grad():
+            raw = self.integrate(self.prob.f, prob.u0, self.prob.p, self.make_stepper(self.alg, prob), opts,
+                                 self.batch_shape)
+        self._check(raw, "forward re-solve", t_lo, t_hi)
+        return raw.dense
 
     # ---- backward -------------------------------------------------------------------------------
     def backward(self, grad_u: torch.Tensor):
@@ -104,51 +157,97 @@ class AdjointSystem:
         lam = grad_u[-1].to(raw.u.dtype)
         mu = [torch.zeros_like(v) for v in self.values]
         stops = ts[::-1] + ([t0] if ts[0] != t0 else [])
+        saved = [raw.u[i].detach() for i in range(len(ts))][::-1] + ([self.prob.u0.detach().reshape(raw.u[0].shape)]
+                                                                     if ts[0] != t0 else [])
         for k in range(1, len(stops)):
-            lam = self._interval(lam, stops[k - 1], stops[k], mu)
+            lam = self._interval(lam, stops[k - 1], stops[k], saved[k], mu)
             if k < len(ts):
                 lam = lam + grad_u[len(ts) - 1 - k].to(lam.dtype)
         return lam, mu
 
-    def _interval(self, lam, t_hi: float, t_lo: float, mu: List[torch.Tensor]) -> torch.Tensor:
-        """Solve the adjoint from ``t_hi`` back to ``t_lo`` and add the parameter quadrature to ``mu``."""
-        from .._problem import ODEProblem
-
-        fwd = self.fwd_dense
-        system = self
-
-        def f_adj(l, _p, t):
-            tf = t.reshape(-1)
-            return -system.vjp_u(fwd.at(tf), tf, l.reshape(-1, system.n)).reshape(l.shape)
-
-        def jac_adj(l, _p, t):
-            tf = t.reshape(-1)
-            J = system.jacobian(fwd.at(tf), tf)
-            return (-J.transpose(-1, -2)).reshape(*l.shape, system.n)
-
-        adj_prob = ODEProblem(f_adj, lam.reshape(*self.batch_shape, self.n), (t_hi, t_lo), None, jac=jac_adj)
-        alg = self.alg
-        if getattr(alg, "stiff", False) and getattr(alg, "autodiff", False):
-            # jac_adj is exact; ∂/∂t of the adjoint right-hand side (Rosenbrock) by differences, since
-            # forward-mode AD cannot see through the interpolated u(t)
-            alg = replace(alg, autodiff=False) if hasattr(alg, "__dataclass_fields__") else alg
-        opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=True, dt=None,
-                       tstops=None, progress=False, dtmax=abs(t_hi - t_lo))
-        raw = self.integrate(f_adj, adj_prob.u0, None, self.make_stepper(alg, adj_prob), opts, self.batch_shape)
+    def _check(self, raw, what: str, t_lo: float, t_hi: float) -> None:
         bad = raw.retcode != ReturnCode.Success
         if bool(bad.any()):
             i = int(torch.nonzero(bad)[0])
-            raise RuntimeError(f"the adjoint solve of {self.sensealg!r} failed for batch member {i} between "
+            raise RuntimeError(f"the {what} of {self.sensealg!r} failed for batch member {i} between "
                                f"t={t_lo:g} and t={t_hi:g} ({ReturnCode(int(raw.retcode[i])).name} at "
                                f"t={float(raw.t_final[i]):g}); tighten the tolerances or use DirectAdjoint()")
-        self._quadrature(raw.dense, mu)
-        return raw.u[-1].reshape(lam.shape)
 
-    def _quadrature(self, lam_dense, mu: List[torch.Tensor]) -> None:
+    def _tolerances(self):
+        """Tolerances of the adjoint state ``[λ, μ]``: the forward ones; ``seminorm`` takes ``μ`` out
+        of the error norm (infinite abstol) and rescales λ's so the RMS is over λ alone."""
+        rtol, atol = self.opts.reltol, self.opts.abstol
+        if self.quadrature or not self.P:
+            return rtol, atol
+        n, P = self.n, self.P
+
+        def full(tol, mu_value):
+            lam = tol if isinstance(tol, torch.Tensor) else torch.full((n,), float(tol), dtype=torch.float64)
+            lam = lam.to(torch.float64)
+            if mu_value is None:
+                mu_value = float(lam.min())
+            return torch.cat([lam, torch.full((P,), mu_value, dtype=torch.float64)])
+
+        if not self.seminorm:
+            return full(rtol, None), full(atol, None)
+        shrink = math.sqrt(n / (n + P))
+        # an infinite abstol makes μ's error weight zero whatever its reltol
+        return full(rtol * shrink, None), full(atol * shrink, float("inf"))
+
+    def _interval(self, lam, t_hi: float, t_lo: float, u_lo, mu: List[torch.Tensor]) -> torch.Tensor:
+        """Solve the adjoint from ``t_hi`` back to ``t_lo``, adding the parameter gradient to ``mu``."""
+        from .._problem import ODEProblem
+
+        fwd = self._forward_on(t_lo, t_hi, u_lo)
+        system, n, P = self, self.n, self.P
+        with_mu = not self.quadrature and P > 0
+
+        def f_adj(z, _p, t):
+            tf, zf = t.reshape(-1), z.reshape(-1, z.shape[-1])
+            u, lam_ = fwd.at(tf), zf[:, :n]
+            dlam = -system.vjp_u(u, tf, lam_)
+            if not with_mu:
+                return dlam.reshape(z.shape)
+            dmu = -system.member_vjp_params(u, tf, lam_).to(zf.dtype)
+            return torch.cat([dlam, dmu], -1).reshape(z.shape)
+
+        def jac_adj(z, _p, t):
+            tf = t.reshape(-1)
+            u = fwd.at(tf)
+            JT = -system.jacobian(u, tf).transpose(-1, -2)
+            if with_mu:
+                # d(λ, μ)'/d(λ, μ) = [[-Jᵀ, 0], [-(∂f/∂θ)ᵀ, 0]]
+                Fp = system.member_param_jacobian(u, tf).to(JT.dtype)             # (B, n, P)
+                top = torch.cat([JT, JT.new_zeros(JT.shape[0], n, P)], -1)
+                bottom = torch.cat([-Fp.transpose(-1, -2), JT.new_zeros(JT.shape[0], P, P)], -1)
+                JT = torch.cat([top, bottom], -2)
+            return JT.reshape(*z.shape, z.shape[-1])
+
+        z0 = lam if not with_mu else torch.cat([lam, lam.new_zeros(lam.shape[0], P)], -1)
+        adj_prob = ODEProblem(f_adj, z0.reshape(*self.batch_shape, z0.shape[-1]), (t_hi, t_lo), None, jac=jac_adj)
+        rtol, atol = self._tolerances()
+        opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=self.quadrature,
+                       dt=None, tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol)
+        alg = _with_fd_time_derivative(self.alg)
+        raw = self.integrate(f_adj, adj_prob.u0, None, self.make_stepper(alg, adj_prob, rtol, atol), opts,
+                             self.batch_shape)
+        self._check(raw, "adjoint solve", t_lo, t_hi)
+        z1 = raw.u[-1].reshape(z0.shape)
+        if self.quadrature:
+            self._quadrature(raw.dense, fwd, mu)
+        elif with_mu:
+            # μ per member, summed; μ' = -λᵀ ∂f/∂θ integrated backwards is the positive integral
+            flat, offset = z1[:, n:].sum(0), 0
+            for acc in mu:
+                k = acc.numel()
+                acc.add_(flat[offset:offset + k].reshape(acc.shape).to(acc.dtype))
+                offset += k
+        return z1[:, :n]
+
+    def _quadrature(self, lam_dense, fwd, mu: List[torch.Tensor]) -> None:
         """``mu -= Σ_steps Σ_q w_q h λ(t_q)ᵀ ∂f/∂θ(u(t_q), t_q)`` (steps run backwards: ``h < 0``)."""
         if not self.values or lam_dense is None:
             return
-        fwd = self.fwd_dense
         for s in range(lam_dense.max_steps):
             t_lo, hs, exists = lam_dense.step(s)
             for c, w in zip(_GL_NODES, _GL_WEIGHTS):
@@ -158,6 +257,18 @@ class AdjointSystem:
                 cot = torch.where(exists[:, None], lam_q, torch.zeros_like(lam_q)) * scale[:, None]
                 for acc, g in zip(mu, self.vjp_params(fwd.at(tq), tq, cot)):
                     acc.sub_(g)
+
+
+def _with_fd_time_derivative(alg):
+    """The adjoint's Jacobian is given exactly; its ∂/∂t (Rosenbrock methods) must come from
+    differences, since forward-mode AD cannot see through the interpolated ``u(t)``."""
+    from ..algorithms import AutoSwitch
+
+    if isinstance(alg, AutoSwitch):
+        return replace(alg, stiffalg=_with_fd_time_derivative(alg.stiffalg))
+    if getattr(alg, "stiff", False) and getattr(alg, "autodiff", False):
+        return replace(alg, autodiff=False)
+    return alg
 
 
 class AdjointAttach(torch.autograd.Function):
