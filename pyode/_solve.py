@@ -151,6 +151,12 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         raw = _forward_sensitivity(prob, alg, opts, user_controller)
     elif isinstance(sensealg, (GaussAdjoint, InterpolatingAdjoint)):
         raw = _adjoint(prob, alg, opts, user_controller, sensealg)
+    elif sensealg.checkpoints is not None:
+        from .native._checkpoint import checkpointed_integrate
+
+        raw = checkpointed_integrate(prob.f, u0, prob.p,
+                                     lambda rhs: _native_stepper(alg, rhs, prob, reltol_v, abstol_v, user_controller),
+                                     opts, prob.batch_shape, sensealg.checkpoints)
     else:
         raw = integrate(prob.f, u0, prob.p,
                         lambda rhs: _native_stepper(alg, rhs, prob, reltol_v, abstol_v, user_controller),

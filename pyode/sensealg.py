@@ -8,7 +8,9 @@ solution, or a discretisation of the exact one).
 from __future__ import annotations
 
 import abc
+import numbers
 from dataclasses import dataclass, fields
+from typing import Optional
 
 __all__ = ["AbstractSensitivityAlgorithm", "DirectAdjoint", "ForwardSensitivity", "InterpolatingAdjoint",
            "GaussAdjoint"]
@@ -38,7 +40,41 @@ class DirectAdjoint(AbstractSensitivityAlgorithm):
     decisions are treated as fixed. Works with every algorithm, and also reaches tensors ``f``
     captures from outside ``p``. Memory grows with the number of steps (the autograd graph of the
     whole solve is kept); the backward pass costs about 2-3x the forward solve.
+
+    Arguments:
+        checkpoints: ``None`` (default) keeps the whole graph, as described above. An integer
+            ``K ≥ 1`` bounds the memory by recomputation: the forward solve runs without a graph
+            and keeps at most ``K`` snapshots of the complete solver state (the first is ``u0``
+            itself; a snapshot every ``s`` loop iterations, ``s`` doubling as the solve goes on, so
+            the segments between them have ``s < 2N/(K - 1)`` of the ``N`` iterations, ``N`` for
+            ``K = 1``); the backward pass restores them last first, recomputes each segment's
+            steps with autograd on and backpropagates through them. Memory: ``K`` snapshots plus
+            one segment's graph (and the saved values themselves). Cost: every step is computed
+            twice (the forward solve without a graph, once more with it in the backward pass), so
+            about one forward solve more than without checkpoints. The gradient is the same as
+            without checkpoints, to round-off: the recomputation repeats the same steps, the same
+            accept/reject decisions and the same Jacobian reuse. Snapshots are saved with
+            ``ctx.save_for_backward``, so ``torch.autograd.graph.save_on_cpu`` and other
+            saved-tensor hooks apply to them.
+
+            With checkpoints only ``u0`` and the tensors in ``p`` are differentiated (``sol.u`` and
+            ``sol(t)``): a tensor that ``f`` captures from elsewhere gets no gradient, as with
+            :class:`ForwardSensitivity`. ``f`` must be deterministic (the recomputation checks
+            that it reproduces the forward solve's steps and raises otherwise).
+
+    Raises:
+        ValueError: ``checkpoints`` is neither None nor a positive integer.
     """
+
+    checkpoints: Optional[int] = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        k = self.checkpoints
+        if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+            raise ValueError(f"checkpoints must be None or a positive integer (the most snapshots of the solver "
+                             f"state kept for the backward pass); got {k!r}. Pass e.g. checkpoints=8, or None "
+                             "to keep the whole graph")
 
 
 @dataclass(frozen=True, repr=False)

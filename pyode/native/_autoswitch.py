@@ -92,6 +92,23 @@ class AutoSwitchStepper(AbstractStepper):
     def steps_onto_saveat(self) -> bool:
         return self.nonstiff.steps_onto_saveat or self.stiff.steps_onto_saveat
 
+    def snapshot(self):
+        mine = None if self._mode is None else {
+            "mode": self._mode, "count": self._count, "states": self._states, "nswitch": self.nswitch,
+            "any": self._any, "entering": self._entering}
+        return {"own": mine, "nonstiff": self.nonstiff.snapshot(), "stiff": self.stiff.snapshot()}
+
+    def restore(self, state) -> None:
+        own = state["own"]
+        if own is None:
+            self._mode, self.nswitch, self._entering = None, None, None
+            self._any = (not self.alg.stiffalgfirst, self.alg.stiffalgfirst)
+        else:
+            self._mode, self._count, self._states = own["mode"], own["count"], own["states"]
+            self.nswitch, self._any, self._entering = own["nswitch"], own["any"], own["entering"]
+        self.nonstiff.restore(state["nonstiff"])
+        self.stiff.restore(state["stiff"])
+
     def _setup(self, y: torch.Tensor):
         B, dev = y.shape[0], y.device
         self._mode = torch.full((B,), self.alg.stiffalgfirst, dtype=torch.bool, device=dev)

@@ -25,7 +25,7 @@ import torch
 
 from ._iteration_matrix import IterationMatrix, factorize
 from ._jacobian import JacobianEvaluator
-from ._stepper import AbstractStepper, Attempt
+from ._stepper import AbstractStepper, Attempt, Differentiable
 
 __all__ = ["BDFStepper"]
 
@@ -116,6 +116,27 @@ class BDFStepper(AbstractStepper):
         self.newton_tol = max(10 * eps / rtol, min(0.03, rtol ** 0.5))
         M = self.max_order + 1
         self._U = self._R(torch.ones(B, dtype=torch.float64, device=dev), M)
+        self._state_ready = True
+
+    _HISTORY = ("h", "k", "next_k", "n_equal", "jac_current", "W_c")
+
+    def snapshot(self):
+        if not self._state_ready:
+            return None         # before the first step
+        state = {name: getattr(self, name) for name in self._HISTORY}
+        state.update(D=Differentiable(self.D), J=Differentiable(self.J), W=Differentiable(self.W),
+                     jacobian=self.jacobian.snapshot())
+        return state
+
+    def restore(self, state) -> None:
+        if state is None:
+            self._state_ready = False
+            self.jacobian.restore(None)
+            return
+        # The constants _init_state sets up stay as the first step of this solve made them.
+        for name in self._HISTORY + ("D", "J", "W"):
+            setattr(self, name, state[name])
+        self.jacobian.restore(state["jacobian"])
         self._state_ready = True
 
     def restart(self, members: torch.Tensor) -> None:

@@ -40,7 +40,7 @@ import torch
 from ._explicit_rk import lincomb
 from ._iteration_matrix import IterationMatrix, factorize
 from ._jacobian import JacobianEvaluator
-from ._stepper import AbstractStepper, Attempt
+from ._stepper import AbstractStepper, Attempt, Differentiable
 from .esdirk_tableau import EsdirkTableau
 from .tableau import hermite_dense
 
@@ -87,6 +87,22 @@ class EsdirkStepper(AbstractStepper):
     @property
     def njac(self) -> int:
         return self.jacobian.evaluations
+
+    def snapshot(self):
+        if self.J is None:
+            return None         # before the first step
+        return {"J": Differentiable(self.J), "W": Differentiable(self.W), "jac_current": self.jac_current,
+                "need_jac": self.need_jac, "W_hs": self.W_hs, "slow": self._slow,
+                "jacobian": self.jacobian.snapshot()}
+
+    def restore(self, state) -> None:
+        if state is None:
+            self.J = self.W = None
+            self.jacobian.restore(None)
+            return
+        self.J, self.W, self.jac_current, self.need_jac = state["J"], state["W"], state["jac_current"], state["need_jac"]
+        self.W_hs, self._slow = state["W_hs"], state["slow"]
+        self.jacobian.restore(state["jacobian"])
 
     def _init_state(self, y: torch.Tensor):
         B, dev = y.shape[0], y.device

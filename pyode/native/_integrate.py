@@ -7,17 +7,17 @@ Members that are finished take zero-length steps, so their values stay put and f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import torch
 
 from .._problem import check_rhs_output
 from .._retcode import ReturnCode
 from ._controller import error_norm, initial_step
-from ._stepper import AbstractStepper
+from ._stepper import AbstractStepper, Differentiable
 from ._saving import DenseRecorder, EndRecorder, SaveatRecorder, StepRecorder
 
-__all__ = ["SolveOptions", "RawSolution", "integrate"]
+__all__ = ["SolveOptions", "RawSolution", "integrate", "Loop"]
 
 # A step within 1% of the next stop is stretched to land on it (avoids a sliver of a step after it).
 _LAND_SLACK_ADAPTIVE = 1.01
@@ -132,78 +132,118 @@ def _stops(opts: SolveOptions, direction: float, use_saveat: bool, device):
 def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[..., AbstractStepper],
               opts: SolveOptions, batch_shape: torch.Size) -> RawSolution:
     """Integrate; ``make_stepper(rhs)`` builds the method's stepper around the counting flat RHS."""
-    n = u0.shape[-1]
-    y = u0.reshape(-1, n)
-    B, dev, dtype = y.shape[0], y.device, y.dtype
-    direction = 1.0 if opts.t1 > opts.t0 else -1.0
-    f = _CountingRHS(f_user, p, batch_shape, n)
-    stepper = make_stepper(f)
-    dense_coef = torch.tensor(stepper.dense, dtype=torch.float64, device=dev)
-    reltol, abstol = opts.reltol, opts.abstol
-    if isinstance(reltol, torch.Tensor):
-        reltol = reltol.to(device=dev, dtype=dtype)
-    if isinstance(abstol, torch.Tensor):
-        abstol = abstol.to(device=dev, dtype=dtype)
+    loop = Loop(f_user, u0, p, make_stepper, opts, batch_shape)
+    loop.begin(u0)
+    while not loop.all_done:
+        loop.iterate()
+    loop.close()
+    return loop.result()
 
-    t = torch.full((B,), opts.t0, dtype=torch.float64, device=dev)
-    k1 = f(y, t)
-    step_onto_saveat = stepper.steps_onto_saveat
-    stops, jump = _stops(opts, direction, step_onto_saveat, dev)
-    n_stops = stops.shape[0]
-    any_jumps = bool(jump.any())
-    toward_end = torch.tensor(direction * float("inf"), dtype=torch.float64, device=dev)
 
-    retcode = torch.zeros(B, dtype=torch.long, device=dev)
-    done = ~torch.isfinite(k1).all(-1)
-    retcode = torch.where(done, ReturnCode.InitialFailure, retcode)
-    hmax = torch.full((B,), opts.dtmax, dtype=torch.float64, device=dev)
-    if opts.dt is not None:
-        h = torch.full((B,), min(opts.dt, opts.dtmax), dtype=torch.float64, device=dev)
-    else:
-        h, _ = initial_step(f, t, y, torch.where(done[:, None], torch.zeros_like(k1), k1), direction,
-                            stepper.start_order or stepper.order, reltol, abstol, hmax)
-    ctrl = (opts.controller.resolve(stepper.order, stepper.embedded_order or stepper.order, stepper.newton_maxiters)
-            if opts.adaptive else None)
-    own_control = opts.adaptive and stepper.controls_steps
-    # Without error control nothing would catch a step spoiled by a stale Jacobian.
-    stepper.reuse_jacobian = opts.adaptive
-    ctrl_state = ctrl.init_state(B, dev) if ctrl is not None else ()
-    si = torch.zeros(B, dtype=torch.long, device=dev)
-    iters = torch.zeros(B, dtype=torch.long, device=dev)
-    naccept = torch.zeros_like(iters)
-    nreject = torch.zeros_like(iters)
-    streak = torch.zeros_like(iters)
-    slack = _LAND_SLACK_ADAPTIVE if opts.adaptive else _LAND_SLACK_FIXED
-    zeros_b = torch.zeros(B, dtype=torch.float64, device=dev)
-    no_member = torch.zeros(B, dtype=torch.bool, device=dev)
+class Loop:
+    """The integration loop as an object: everything one iteration reads or writes is an attribute.
 
-    single = len(batch_shape) == 0
-    if opts.saveat is not None:
-        saver = SaveatRecorder(opts.saveat.to(dev), direction, B, opts.t0, y)
-    elif opts.save_steps:
-        saver = StepRecorder(opts.t0, y)
-    else:
-        saver = EndRecorder(opts.t0, opts.t1, y)
-    dense_rec = DenseRecorder() if opts.dense else None
-    bar = _progress_bar(opts) if opts.progress else None
-    all_done = bool(done.all())
+    ``begin`` sets up the initial state, ``iterate`` runs one loop iteration (one trial step of every
+    member), ``close`` finishes the recorders and ``result`` assembles the :class:`RawSolution`.
+    Keeping the state in one place is what lets checkpointed DirectAdjoint (:mod:`._checkpoint`)
+    snapshot it between iterations (:meth:`snapshot`) and resume from a snapshot (:meth:`restore`).
+    """
 
-    while not all_done:
+    def __init__(self, f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[..., AbstractStepper],
+                 opts: SolveOptions, batch_shape: torch.Size):
+        n = u0.shape[-1]
+        self.n = n
+        self.B, self.dev, self.dtype = u0.numel() // n, u0.device, u0.dtype
+        B, dev = self.B, self.dev
+        self.opts, self.batch_shape = opts, batch_shape
+        self.direction = direction = 1.0 if opts.t1 > opts.t0 else -1.0
+        self.f = _CountingRHS(f_user, p, batch_shape, n)
+        self.stepper = stepper = make_stepper(self.f)
+        self.dense_coef = torch.tensor(stepper.dense, dtype=torch.float64, device=dev)
+        reltol, abstol = opts.reltol, opts.abstol
+        if isinstance(reltol, torch.Tensor):
+            reltol = reltol.to(device=dev, dtype=self.dtype)
+        if isinstance(abstol, torch.Tensor):
+            abstol = abstol.to(device=dev, dtype=self.dtype)
+        self.reltol, self.abstol = reltol, abstol
+        self.stops, self.jump = _stops(opts, direction, stepper.steps_onto_saveat, dev)
+        self.n_stops = self.stops.shape[0]
+        self.any_jumps = bool(self.jump.any())
+        self.toward_end = torch.tensor(direction * float("inf"), dtype=torch.float64, device=dev)
+        self.hmax = torch.full((B,), opts.dtmax, dtype=torch.float64, device=dev)
+        self.ctrl = (opts.controller.resolve(stepper.order, stepper.embedded_order or stepper.order,
+                                             stepper.newton_maxiters) if opts.adaptive else None)
+        self.own_control = opts.adaptive and stepper.controls_steps
+        # Without error control nothing would catch a step spoiled by a stale Jacobian.
+        stepper.reuse_jacobian = opts.adaptive
+        self.slack = _LAND_SLACK_ADAPTIVE if opts.adaptive else _LAND_SLACK_FIXED
+        self.zeros_b = torch.zeros(B, dtype=torch.float64, device=dev)
+        self.no_member = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.single = len(batch_shape) == 0
+        self.bar = None
+        # The stepper as constructed, before any step: begin() returns it to this state.
+        self._fresh_stepper = stepper.snapshot()
+
+    def begin(self, u0: torch.Tensor, report: bool = True) -> None:
+        """The state before the first iteration: ``f`` at ``t0``, the first step size, the recorders
+        (and the progress bar unless ``report`` is off, as for a recomputation)."""
+        opts, B, dev, direction = self.opts, self.B, self.dev, self.direction
+        f, stepper = self.f, self.stepper
+        stepper.restore(self._fresh_stepper)
+        y = u0.reshape(-1, self.n)
+        t = torch.full((B,), opts.t0, dtype=torch.float64, device=dev)
+        k1 = f(y, t)
+        retcode = torch.zeros(B, dtype=torch.long, device=dev)
+        done = ~torch.isfinite(k1).all(-1)
+        retcode = torch.where(done, ReturnCode.InitialFailure, retcode)
+        if opts.dt is not None:
+            h = torch.full((B,), min(opts.dt, opts.dtmax), dtype=torch.float64, device=dev)
+        else:
+            h, _ = initial_step(f, t, y, torch.where(done[:, None], torch.zeros_like(k1), k1), direction,
+                                stepper.start_order or stepper.order, self.reltol, self.abstol, self.hmax)
+        self.t, self.y, self.k1, self.h = t, y, k1, h
+        self.retcode, self.done = retcode, done
+        self.ctrl_state = self.ctrl.init_state(B, dev) if self.ctrl is not None else ()
+        self.si = torch.zeros(B, dtype=torch.long, device=dev)
+        self.iters = torch.zeros(B, dtype=torch.long, device=dev)
+        self.naccept = torch.zeros_like(self.iters)
+        self.nreject = torch.zeros_like(self.iters)
+        self.streak = torch.zeros_like(self.iters)
+        if opts.saveat is not None:
+            self.saver = SaveatRecorder(opts.saveat.to(dev), direction, B, opts.t0, y)
+        elif opts.save_steps:
+            self.saver = StepRecorder(opts.t0, y)
+        else:
+            self.saver = EndRecorder(opts.t0, opts.t1, y)
+        self.dense_rec = DenseRecorder() if opts.dense else None
+        self.bar = _progress_bar(opts) if opts.progress and report else None
+        self.all_done = bool(done.all())
+        self.n_iter = 0         # loop iterations so far: where checkpoints are placed
+
+    def iterate(self) -> None:
+        """One iteration: every unfinished member attempts one step."""
+        opts, direction, stepper, f, ctrl = self.opts, self.direction, self.stepper, self.f, self.ctrl
+        stops, n_stops, zeros_b, saver, dense_rec = self.stops, self.n_stops, self.zeros_b, self.saver, self.dense_rec
+        t, y, k1, h, done, si = self.t, self.y, self.k1, self.h, self.done, self.si
+        reltol, abstol = self.reltol, self.abstol
+        ctrl_state, retcode, streak = self.ctrl_state, self.retcode, self.streak
+        self.n_iter += 1
+
         active = ~done
         stop = stops[si.clamp(max=n_stops - 1)]
         dist = direction * (stop - t)
-        h_try = torch.minimum(h, hmax)
-        land = active & (h_try * slack >= dist)
+        h_try = torch.minimum(h, self.hmax)
+        land = active & (h_try * self.slack >= dist)
         h_used = torch.where(land, dist, h_try)
         # Finished members take zero steps: their values stay put and finite.
         hs = torch.where(active, direction * h_used, zeros_b)
         t_new = torch.where(land, stop, t + hs)
-        at_jump = land & jump[si.clamp(max=n_stops - 1)] if any_jumps else None
+        at_jump = land & self.jump[si.clamp(max=n_stops - 1)] if self.any_jumps else None
         # f at the end of the step: the left limit when the step ends on a discontinuity.
-        t_end = torch.where(at_jump, torch.nextafter(t_new, t), t_new) if any_jumps else t_new
+        t_end = torch.where(at_jump, torch.nextafter(t_new, t), t_new) if self.any_jumps else t_new
         att = stepper.step(f, t, hs, t_end, y, k1)
         y1 = att.y1
-        iters = iters + active.long()
+        self.iters = iters = self.iters + active.long()
 
         with torch.no_grad():
             # Decide, and update the controller, before touching the differentiable state.
@@ -219,7 +259,7 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
                 finite = finite & torch.isfinite(eest)
                 ok = active & finite & (eest <= 1.0)
                 rejected = active & ~ok
-                if own_control:
+                if self.own_control:
                     h_next = stepper.propose(ok, finite, eest, h_used, att)
                     h_acc = torch.where(land & (h_next < h_try), torch.maximum(h_next, h_try), h_next)
                     h = torch.where(ok, h_acc, torch.where(rejected, h_next, h))
@@ -242,9 +282,9 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
             out_of_iters = active & ~finished & (iters >= opts.maxiters)
             failed = small | unstable | out_of_iters
             ended = finished | failed
-            naccept = naccept + ok.long()
-            nreject = nreject + rejected.long()
-            restart = ok & at_jump if any_jumps else no_member
+            self.naccept = self.naccept + ok.long()
+            self.nreject = self.nreject + rejected.long()
+            restart = ok & at_jump if self.any_jumps else self.no_member
             # The only host synchronisation of an ordinary iteration.
             any_ok, all_ok, bad_rejects, any_restart, any_save, any_ended = torch.stack([
                 ok.any(), ok.all(), (rejected & ~finite).any(), restart.any(), saver.due(ok, t_new),
@@ -252,13 +292,14 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
             if any_ended:
                 # Persistent failure to form the step (Newton divergence, singular matrix) is a
                 # convergence failure; persistent NaN/Inf is instability.
-                gave_up = unstable & att.failed if att.failed is not None else no_member
+                gave_up = unstable & att.failed if att.failed is not None else self.no_member
                 code = torch.where(out_of_iters, ReturnCode.MaxIters, retcode)
                 code = torch.where(small, ReturnCode.DtLessThanMin, code)
                 code = torch.where(unstable, ReturnCode.Unstable, code)
                 retcode = torch.where(gave_up, ReturnCode.ConvergenceFailure, code)
                 done = done | ended
-                all_done = bool(done.all())
+                self.all_done = bool(done.all())
+        self.h, self.ctrl_state, self.streak, self.retcode, self.done = h, ctrl_state, streak, retcode, done
 
         if any_ok:
             if bad_rejects:
@@ -275,7 +316,7 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
             k1_next = f1
             if any_restart:
                 stepper.restart(restart)
-                f_right = f(y_next, torch.nextafter(t_new, toward_end))
+                f_right = f(y_next, torch.nextafter(t_new, self.toward_end))
                 k1_next = f_right if f1 is None else torch.where(restart[:, None], f_right, f1)
             K = None
             if (any_save and saver.needs_stages) or dense_rec is not None:
@@ -283,29 +324,79 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
                 hs_ok = hs if all_ok else torch.where(ok, hs, zeros_b)
                 K = stepper.dense_stages(f, t, hs_ok, y, att, f1)  # (B, rows, n)
             if any_save:
-                saver.record(ok, t, hs, y, t_new, y1, K, dense_coef)
+                saver.record(ok, t, hs, y, t_new, y1, K, self.dense_coef)
             if dense_rec is not None:
                 dense_rec.record(ok, t, hs, y, K)
-            y = y_next
+            self.y = y_next
             if k1_next is None or k1 is None:
-                k1 = k1_next
+                self.k1 = k1_next
             else:
-                k1 = k1_next if all_ok else torch.where(ok[:, None], k1_next, k1)
-            t = torch.where(ok, t_new, t)
-            si = si + (ok & land).long()
-        if bar is not None:
-            _advance(bar, t, done, direction, opts.t0)
+                self.k1 = k1_next if all_ok else torch.where(ok[:, None], k1_next, k1)
+            self.t = torch.where(ok, t_new, t)
+            self.si = si + (ok & land).long()
+        if self.bar is not None:
+            _advance(self.bar, self.t, self.done, direction, opts.t0)
 
-    if bar is not None:
-        bar.close()
-    success = retcode == ReturnCode.Success
-    if isinstance(saver, EndRecorder):
-        saver.finish(y, success)
-    ts, us = saver.result(single)
-    dense = dense_rec.build(dense_coef, direction, opts.t0, t) if dense_rec and dense_rec.steps else None
-    return RawSolution(t=ts, u=us, retcode=retcode, t_final=t, dt_final=h, nf=f.calls, njac=stepper.njac,
-                       nlu=stepper.nlu, nsolve=stepper.nsolve, naccept=naccept, nreject=nreject, dense=dense,
-                       nswitch=getattr(stepper, "nswitch", None))
+    def close(self) -> None:
+        """After the last iteration: the end values of a batch without saveat, the progress bar."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if isinstance(self.saver, EndRecorder):
+            self.saver.finish(self.y, self.retcode == ReturnCode.Success)
+
+    def result(self) -> RawSolution:
+        stepper, t = self.stepper, self.t
+        ts, us = self.saver.result(self.single)
+        dense_rec = self.dense_rec
+        dense = (dense_rec.build(self.dense_coef, self.direction, self.opts.t0, t)
+                 if dense_rec and dense_rec.steps else None)
+        return RawSolution(t=ts, u=us, retcode=self.retcode, t_final=t, dt_final=self.h, nf=self.f.calls,
+                           njac=stepper.njac, nlu=stepper.nlu, nsolve=stepper.nsolve, naccept=self.naccept,
+                           nreject=self.nreject, dense=dense, nswitch=getattr(stepper, "nswitch", None))
+
+    # ---- checkpointing ----------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """The complete loop state between iterations (tensors shared, not copied: the loop never
+        writes into a tensor in place). ``y``, ``k1`` and the stepper's history are
+        :class:`Differentiable`: they depend on ``u0`` and the parameters through earlier steps."""
+        return {"t": self.t, "y": Differentiable(self.y), "k1": Differentiable(self.k1), "h": self.h,
+                "retcode": self.retcode, "done": self.done, "ctrl_state": self.ctrl_state, "si": self.si,
+                "iters": self.iters, "naccept": self.naccept, "nreject": self.nreject, "streak": self.streak,
+                "all_done": self.all_done, "n_iter": self.n_iter, "saver": self.saver.fork(),
+                "dense_rec": None if self.dense_rec is None else self.dense_rec.fork(),
+                "stepper": self.stepper.snapshot()}
+
+    def restore(self, snap: dict) -> None:
+        """Resume from a :meth:`snapshot` (whose ``Differentiable`` parts are already unwrapped).
+
+        The recorders restart empty from the snapshot's position: what they record from here on
+        is this part of the solve only. No progress bar: a resumed loop recomputes, it does not
+        report."""
+        for name in ("t", "y", "k1", "h", "retcode", "done", "ctrl_state", "si", "iters", "naccept", "nreject",
+                     "streak", "all_done", "n_iter"):
+            setattr(self, name, snap[name])
+        self.saver = snap["saver"].fork()
+        self.dense_rec = None if snap["dense_rec"] is None else snap["dense_rec"].fork()
+        self.stepper.restore(snap["stepper"])
+        self.bar = None
+
+    def release(self) -> None:
+        """Drop the per-solve state (the stepper back to as constructed); ``begin`` or ``restore``
+        sets it up again."""
+        self.stepper.restore(self._fresh_stepper)
+        self.y = self.k1 = self.saver = self.dense_rec = None
+
+    def outputs(self) -> List[torch.Tensor]:
+        """The differentiable values the recorders hold, in a fixed order (saved states first)."""
+        return self.saver.outputs() + ([] if self.dense_rec is None else self.dense_rec.outputs())
+
+    def set_outputs(self, values: List[torch.Tensor]) -> None:
+        """Replace the values of :meth:`outputs` (same order), e.g. by ones that carry a gradient."""
+        m = len(self.saver.outputs())
+        self.saver.set_outputs(values[:m])
+        if self.dense_rec is not None:
+            self.dense_rec.set_outputs(values[m:])
 
 
 def _progress_bar(opts: SolveOptions):

@@ -14,6 +14,8 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch.func import jvp, vmap
 
+from ._stepper import Differentiable
+
 __all__ = ["JacobianEvaluator"]
 
 
@@ -44,6 +46,17 @@ class JacobianEvaluator:
         self.evaluations += 1
         self._cache = (y, t, result)
         return result
+
+    def snapshot(self):
+        """The cache, for checkpointing: its key is the loop's ``(y, t)`` objects, which a restored
+        loop shares with it, so a resumed solve reuses ``J`` exactly where the original did."""
+        if self._cache is None:
+            return None
+        y, t, result = self._cache
+        return (y, t, Differentiable(result))
+
+    def restore(self, state) -> None:
+        self._cache = state
 
     @property
     def latest(self) -> Optional[torch.Tensor]:

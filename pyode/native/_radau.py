@@ -41,7 +41,7 @@ import torch
 
 from ._controller import error_norm
 from ._jacobian import JacobianEvaluator
-from ._stepper import AbstractStepper, Attempt
+from ._stepper import AbstractStepper, Attempt, Differentiable
 from .tableaus import radau5 as tab
 
 __all__ = ["RadauStepper"]
@@ -97,6 +97,22 @@ class RadauStepper(AbstractStepper):
             "any": torch.zeros(B, dtype=torch.bool, device=dev),     # a step was accepted
             "tried": torch.full((B,), float("nan"), dtype=torch.float64, device=dev),  # t of the last attempt
         }
+
+    def snapshot(self):
+        if self._hist is None:
+            return None         # before the first step
+        hist = dict(self._hist)
+        hist["Z"] = Differentiable(hist["Z"])
+        return {"hist": hist, "jacobian": self.jacobian.snapshot()}
+
+    def restore(self, state) -> None:
+        if state is None:
+            self._hist = None
+            self.jacobian.restore(None)
+            return
+        # The constants _setup makes stay as the first step of this solve made them.
+        self._hist = dict(state["hist"])     # step() updates the dict: never the snapshot's
+        self.jacobian.restore(state["jacobian"])
 
     def _newton_norm(self, dW: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """radau5.f's DYNO: RMS over the 3n components of ``ΔW / (atol' + rtol' |y|)``."""

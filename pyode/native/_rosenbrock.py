@@ -62,6 +62,13 @@ class RosenbrockStepper(AbstractStepper):
     def njac(self) -> int:
         return self.jacobian.evaluations
 
+    def snapshot(self):
+        # No history of its own: a Jacobian is reused only after a rejection, from the cache.
+        return self.jacobian.snapshot()
+
+    def restore(self, state) -> None:
+        self.jacobian.restore(state)
+
     def step(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor, y: torch.Tensor,
              k1: torch.Tensor) -> Attempt:
         J, dfdt = self.jacobian(y, t, k1)

@@ -2,9 +2,14 @@
 
 Batch members cross save points at different loop iterations, so values are recorded as events
 ``(values, index, mask)`` and assembled once at the end by a single differentiable gather.
+
+For checkpointed DirectAdjoint every recorder also lists its differentiable values in recording
+order (``outputs``), lets them be replaced (``set_outputs``), and ``fork``s: an empty recorder at the
+same position, which records what a resumed part of the solve adds.
 """
 from __future__ import annotations
 
+import copy
 from typing import List, Optional, Tuple
 
 import torch
@@ -62,6 +67,17 @@ class SaveatRecorder:
             if not bool(want.any()):  # several save points inside one step: rare, one sync each
                 return
 
+    def fork(self) -> "SaveatRecorder":
+        twin = copy.copy(self)
+        twin.events = []
+        return twin
+
+    def outputs(self) -> List[torch.Tensor]:
+        return [v for v, _, _ in self.events]
+
+    def set_outputs(self, values: List[torch.Tensor]) -> None:
+        self.events = [(v, j, m) for v, (_, j, m) in zip(values, self.events)]
+
     def result(self, single: bool):
         if not self.events:
             like = torch.empty(0)
@@ -98,6 +114,17 @@ class StepRecorder:
         self.t.append(t1)
         self.y.append(y1)
 
+    def fork(self) -> "StepRecorder":
+        twin = copy.copy(self)
+        twin.t, twin.y = [], []
+        return twin
+
+    def outputs(self) -> List[torch.Tensor]:
+        return list(self.y)
+
+    def set_outputs(self, values: List[torch.Tensor]) -> None:
+        self.y = list(values)
+
     def result(self, single: bool):
         return torch.cat(self.t), torch.stack(self.y)
 
@@ -121,6 +148,21 @@ class EndRecorder:
     def finish(self, y: torch.Tensor, success: torch.Tensor):
         self.y_end = torch.where(success[:, None], y, torch.full_like(y, float("nan")))
 
+    def fork(self) -> "EndRecorder":
+        twin = copy.copy(self)
+        twin.y0 = twin.y_end = None
+        return twin
+
+    def outputs(self) -> List[torch.Tensor]:
+        return [v for v in (self.y0, self.y_end) if v is not None]
+
+    def set_outputs(self, values: List[torch.Tensor]) -> None:
+        values = list(values)
+        if self.y0 is not None:
+            self.y0 = values.pop(0)
+        if self.y_end is not None:
+            self.y_end = values.pop(0)
+
     def result(self, single: bool):
         return self.ts, torch.stack([self.y0, self.y_end])
 
@@ -133,6 +175,15 @@ class DenseRecorder:
 
     def record(self, ok, t, hs, y, K):
         self.steps.append((t, hs, y, K, ok))
+
+    def fork(self) -> "DenseRecorder":
+        return DenseRecorder()
+
+    def outputs(self) -> List[torch.Tensor]:
+        return [v for t, hs, y, K, ok in self.steps for v in (y, K)]
+
+    def set_outputs(self, values: List[torch.Tensor]) -> None:
+        self.steps = [(t, hs, values[2 * i], values[2 * i + 1], ok) for i, (t, hs, _, _, ok) in enumerate(self.steps)]
 
     def build(self, dense: torch.Tensor, direction: float, t0: float, t_reached: torch.Tensor) -> "DenseOutput":
         return DenseOutput(self.steps, dense, direction, t0, t_reached)

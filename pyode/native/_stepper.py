@@ -7,7 +7,23 @@ from typing import Any, Callable, Optional, Tuple
 
 import torch
 
-__all__ = ["Attempt", "AbstractStepper"]
+__all__ = ["Attempt", "AbstractStepper", "Differentiable"]
+
+
+class Differentiable:
+    """Marks the part of a state snapshot that depends on ``u0`` and the parameters.
+
+    Snapshots (:meth:`AbstractStepper.snapshot`, ``Loop.snapshot``) are nested tuples, lists, dicts
+    and tensors. Checkpointed DirectAdjoint restores the floating-point tensors inside a
+    ``Differentiable`` as fresh leaves that require grad, and hands their gradients to the part of
+    the solve that produced them; everything else (times, step sizes, counters, flags) is restored
+    as it was. Restoring unwraps the marker.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
 
 
 @dataclass
@@ -91,3 +107,14 @@ class AbstractStepper(abc.ABC):
 
     def restart(self, members: torch.Tensor) -> None:
         """``f`` jumps at the current time of ``members`` (a user ``tstop``): forget their history."""
+
+    def snapshot(self) -> Any:
+        """The per-solve history between steps, for checkpointing: tensors are shared, not copied
+        (steppers never write into them in place); those that depend on the solution (stage
+        increments, differences, Jacobians, factorisations) wrapped in :class:`Differentiable`.
+        Work counters are not part of it. Stateless methods (explicit RK) have none."""
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Continue from a :meth:`snapshot` of this stepper (``Differentiable`` markers removed);
+        the snapshot of a stepper before its first step starts it afresh."""
