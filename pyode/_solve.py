@@ -15,7 +15,8 @@ from ._solution import ODESolution, SolverStats
 from .algorithms import (AbstractAlgorithm, AbstractBDF, AbstractESDIRK, AbstractExplicitRK, AbstractRosenbrock,
                          AutoSwitch, RadauIIA5, Tsit5)
 from .controllers import AbstractController, PIController, PredictiveController
-from .sensealg import AbstractSensitivityAlgorithm, DirectAdjoint, ForwardSensitivity, GaussAdjoint, InterpolatingAdjoint
+from .sensealg import (AbstractSensitivityAlgorithm, BacksolveAdjoint, DirectAdjoint, ForwardSensitivity, GaussAdjoint,
+                       InterpolatingAdjoint)
 
 __all__ = ["solve"]
 
@@ -56,7 +57,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         dense: keep dense output for ``sol(t)`` (default: only when ``saveat`` is not given).
         sensealg: how gradients are computed (:mod:`pyode.sensealg`): :class:`DirectAdjoint`
             (default: autograd through the solver), :class:`ForwardSensitivity`,
-            :class:`InterpolatingAdjoint` or :class:`GaussAdjoint`.
+            :class:`BacksolveAdjoint`, :class:`InterpolatingAdjoint` or :class:`GaussAdjoint`.
         backend: ``"native"``.
 
     Returns:
@@ -149,7 +150,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                         controller=controller)
     if isinstance(sensealg, ForwardSensitivity):
         raw = _forward_sensitivity(prob, alg, opts, user_controller)
-    elif isinstance(sensealg, (GaussAdjoint, InterpolatingAdjoint)):
+    elif isinstance(sensealg, (BacksolveAdjoint, GaussAdjoint, InterpolatingAdjoint)):
         raw = _adjoint(prob, alg, opts, user_controller, sensealg)
     elif sensealg.checkpoints is not None:
         from .native._checkpoint import checkpointed_integrate
@@ -174,7 +175,8 @@ def _adjoint(prob: ODEProblem, alg, opts, controller, sensealg):
 
     system = AdjointSystem(prob, alg, opts, make_stepper, integrate, sensealg,
                            quadrature=isinstance(sensealg, GaussAdjoint), checkpointing=sensealg.checkpointing,
-                           seminorm=getattr(sensealg, "seminorm", False))
+                           seminorm=getattr(sensealg, "seminorm", False),
+                           backsolve=isinstance(sensealg, BacksolveAdjoint))
     raw = system.solve_forward()
     if not opts.dense:
         raw.dense = None        # kept for the adjoint only; sol(t) stays as the user asked

@@ -12,8 +12,8 @@ import numbers
 from dataclasses import dataclass, fields
 from typing import Optional
 
-__all__ = ["AbstractSensitivityAlgorithm", "DirectAdjoint", "ForwardSensitivity", "InterpolatingAdjoint",
-           "GaussAdjoint"]
+__all__ = ["AbstractSensitivityAlgorithm", "DirectAdjoint", "ForwardSensitivity", "BacksolveAdjoint",
+           "InterpolatingAdjoint", "GaussAdjoint"]
 
 
 class AbstractSensitivityAlgorithm(abc.ABC):
@@ -95,6 +95,25 @@ class ForwardSensitivity(AbstractSensitivityAlgorithm):
     ``p`` are differentiated: a tensor that ``f`` captures from elsewhere gets no gradient.
     ``f`` must be traceable by ``torch.func`` (vmap and forward-mode AD).
     """
+
+
+@dataclass(frozen=True, repr=False)
+class BacksolveAdjoint(AbstractSensitivityAlgorithm):
+    """Chen et al.'s adjoint (torchdiffeq's ``odeint_adjoint``): ``u``, ``λ`` and ``μ`` solved
+    together backwards from the final state, so the forward solve keeps nothing but the saved states.
+
+    ``u' = f``, ``λ' = -Jᵀλ``, ``μ' = -λᵀ ∂f/∂θ`` per member (μ as in :class:`InterpolatingAdjoint`),
+    by the forward algorithm at the forward tolerances; a stiff method gets the Jacobian of this
+    system (second derivatives of ``f``) by forward-mode AD.
+
+    Warning: solving ``u`` backwards is unstable when the forward problem is dissipative: on stiff
+    problems (Robertson, kinetics) the backward ``u`` leaves the true solution and the gradient is
+    wrong or the backward solve fails. ``checkpointing=True`` (the default, as SciMLSensitivity)
+    restarts ``u`` from the saved forward state at every save time, which helps when the save times
+    are dense enough; prefer :class:`InterpolatingAdjoint` or :class:`GaussAdjoint` for stiff problems.
+    """
+
+    checkpointing: bool = True
 
 
 @dataclass(frozen=True, repr=False)

@@ -1,6 +1,6 @@
 """Sensitivity algorithms: DirectAdjoint (autograd through the solver), ForwardSensitivity,
-InterpolatingAdjoint and GaussAdjoint, against central finite differences and against each other;
-parameters of every supported kind, batches, failures."""
+BacksolveAdjoint, InterpolatingAdjoint and GaussAdjoint, against central finite differences and
+against each other; parameters of every supported kind, batches, failures."""
 import math
 
 import pytest
@@ -14,7 +14,8 @@ F64 = torch.float64
 SENSEALGS = [pyode.DirectAdjoint(), pyode.ForwardSensitivity(), pyode.InterpolatingAdjoint(), pyode.GaussAdjoint()]
 # every variant of the continuous adjoints
 ADJOINTS = [pyode.InterpolatingAdjoint(), pyode.InterpolatingAdjoint(checkpointing=True),
-            pyode.InterpolatingAdjoint(seminorm=True), pyode.GaussAdjoint(), pyode.GaussAdjoint(checkpointing=True)]
+            pyode.InterpolatingAdjoint(seminorm=True), pyode.GaussAdjoint(), pyode.GaussAdjoint(checkpointing=True),
+            pyode.BacksolveAdjoint(), pyode.BacksolveAdjoint(checkpointing=False)]
 by_sensealg = pytest.mark.parametrize("sensealg", SENSEALGS, ids=repr)
 # gradients of the discrete solution (exact under gradcheck with fixed steps)
 DISCRETE = [pyode.DirectAdjoint(), pyode.ForwardSensitivity()]
@@ -79,6 +80,35 @@ def test_stiff_robertson_log_rate_gradients_agree(alg):
     for name in ("ForwardSensitivity", "InterpolatingAdjoint", "GaussAdjoint"):
         torch.testing.assert_close(d[0], grads[name][0], rtol=1e-5, atol=1e-9, msg=name)
         torch.testing.assert_close(d[1], grads[name][1], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("alg", [pyode.Rodas5P(), pyode.KenCarp4(), pyode.FBDF()], ids=repr)
+@pytest.mark.parametrize("sensealg", [pyode.BacksolveAdjoint(), pyode.GaussAdjoint(checkpointing=True),
+                                      pyode.InterpolatingAdjoint(checkpointing=True)], ids=repr)
+def test_adjoints_with_stiff_algorithms_on_a_nonstiff_problem(alg, sensealg):
+    # Every adjoint variant through the stiff machinery (Jacobians of the adjoint system,
+    # second derivatives of f for the backsolve), against DirectAdjoint; short and loose to stay cheap.
+    base = problems.lotka_volterra(tspan=(0.0, 2.0))
+
+    def grads(sa):
+        u0, p = base.u0.clone().requires_grad_(), base.p.clone().requires_grad_()
+        sol = solve(ODEProblem(base.f, u0, base.tspan, p), alg, reltol=1e-6, abstol=1e-8, saveat=[1.0, 2.0],
+                    sensealg=sa)
+        return torch.autograd.grad((sol.u[:, 0] + sol.u[:, 1].square()).sum(), (u0, p))
+
+    for a, b in zip(grads(sensealg), grads(pyode.DirectAdjoint())):
+        # both approximate the exact gradient to ~the tolerance (measured: 3e-6 relative)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_backsolve_on_robertson_fails_with_advice():
+    # Robertson backwards in time is violently unstable: the backsolve adjoint must say so.
+    base = problems.robertson(tspan=(0.0, 1e2))
+    logk = base.p.log().clone().requires_grad_()
+    sol = solve(ODEProblem(base.f, base.u0, base.tspan, logk.exp(), jac=base.jac), pyode.Rodas5P(), reltol=1e-6,
+                abstol=1e-10, saveat=torch.logspace(-3, 2, 6, dtype=F64), sensealg=pyode.BacksolveAdjoint())
+    with pytest.raises(RuntimeError, match="InterpolatingAdjoint"):
+        torch.autograd.grad((sol.u[:, 1] * 1e4 + sol.u[:, 2]).square().sum(), logk)
 
 
 @pytest.mark.parametrize("sensealg", DISCRETE, ids=repr)
@@ -174,15 +204,15 @@ def test_failed_member_contributes_no_gradient_and_others_are_exact():
     f = lambda u, p, t: p * u * u  # noqa: E731
     p = torch.tensor(1.0, dtype=F64, requires_grad=True)
     u0 = torch.tensor([[0.5], [2.0]], dtype=F64)
-    sol = solve(ODEProblem(f, u0, (0.0, 1.0), p), pyode.Tsit5(), reltol=1e-10, abstol=1e-12, saveat=[0.25, 1.0],
-                throw=False, sensealg=pyode.ForwardSensitivity())
+    sol = solve(ODEProblem(f, u0, (0.0, 1.0), p), pyode.Tsit5(), reltol=1e-9, abstol=1e-11, saveat=[0.25, 1.0],
+                throw=False, maxiters=2000, sensealg=pyode.ForwardSensitivity())
     assert sol.retcode[0] == ReturnCode.Success and sol.retcode[1] != ReturnCode.Success
     (g,) = torch.autograd.grad(sol.u[:, 0].sum(), p)
     # exact: u = u0 / (1 - p u0 t), du/dp = u0² t / (1 - p u0 t)² for u0 = 0.5 at t = 0.25 and 1
     exact = sum(0.25 * t / (1 - 0.5 * t) ** 2 for t in (0.25, 1.0))
-    assert math.isfinite(float(g)) and abs(float(g) - exact) < 1e-7 * exact
+    assert math.isfinite(float(g)) and abs(float(g) - exact) < 1e-6 * exact
     # the adjoint cannot run backwards through the failed member: a clear error, not NaN
-    sol = solve(ODEProblem(f, u0, (0.0, 1.0), p), pyode.Tsit5(), saveat=[0.25, 1.0], throw=False,
+    sol = solve(ODEProblem(f, u0, (0.0, 1.0), p), pyode.Tsit5(), saveat=[0.25, 1.0], throw=False, maxiters=2000,
                 sensealg=pyode.GaussAdjoint())
     with pytest.raises(RuntimeError, match="batch member 1 failed"):
         torch.autograd.grad(sol.u[:, 0].sum(), p)

@@ -45,7 +45,7 @@ class AdjointSystem:
     """What the backward pass needs of one forward solve, and the backward pass itself."""
 
     def __init__(self, prob, alg, opts, make_stepper: Callable, integrate: Callable, sensealg, *,
-                 quadrature: bool, checkpointing: bool = False, seminorm: bool = False):
+                 quadrature: bool, checkpointing: bool = False, seminorm: bool = False, backsolve: bool = False):
         paths, leaves, modules = parameter_leaves(prob.p)
         self.prob, self.alg, self.opts, self.sensealg = prob, alg, opts, sensealg
         self.make_stepper, self.integrate = make_stepper, integrate
@@ -56,6 +56,7 @@ class AdjointSystem:
         self.n = prob.u0.shape[-1]
         self.forward = self.fwd_dense = None      # the forward RawSolution and its dense output
         self.quadrature, self.checkpointing, self.seminorm = quadrature, checkpointing, seminorm
+        self.backsolve = backsolve
         self.P = sum(v.numel() for v in self.values)
 
     # ---- the pieces of f the adjoint needs -------------------------------------------------------
@@ -118,8 +119,9 @@ class AdjointSystem:
 
     # ---- forward --------------------------------------------------------------------------------
     def solve_forward(self):
-        # Dense output feeds u(t) to the adjoint; with checkpointing the saved states do instead.
-        opts = self.opts if self.checkpointing else replace(self.opts, dense=True)
+        # Dense output feeds u(t) to the adjoint; with checkpointing the saved states do instead,
+        # and the backsolve adjoint solves u backwards itself.
+        opts = self.opts if (self.checkpointing or self.backsolve) else replace(self.opts, dense=True)
         with torch.no_grad():
             raw = self.integrate(self.prob.f, self.prob.u0.detach(), self.prob.p, self.make_stepper(self.alg, self.prob),
                                  opts, self.batch_shape)
@@ -159,8 +161,14 @@ class AdjointSystem:
         stops = ts[::-1] + ([t0] if ts[0] != t0 else [])
         saved = [raw.u[i].detach() for i in range(len(ts))][::-1] + ([self.prob.u0.detach().reshape(raw.u[0].shape)]
                                                                      if ts[0] != t0 else [])
+        u_hi = saved[0]
         for k in range(1, len(stops)):
-            lam = self._interval(lam, stops[k - 1], stops[k], saved[k], mu)
+            if self.backsolve:
+                # checkpointing: restart u from the saved forward state at each save time
+                lam, u_hi = self._interval_backsolve(lam, saved[k - 1] if self.checkpointing else u_hi,
+                                                     stops[k - 1], stops[k], mu)
+            else:
+                lam = self._interval(lam, stops[k - 1], stops[k], saved[k], mu)
             if k < len(ts):
                 lam = lam + grad_u[len(ts) - 1 - k].to(lam.dtype)
         return lam, mu
@@ -169,9 +177,11 @@ class AdjointSystem:
         bad = raw.retcode != ReturnCode.Success
         if bool(bad.any()):
             i = int(torch.nonzero(bad)[0])
+            advice = ("solving u backwards is unstable on stiff or dissipative problems: use InterpolatingAdjoint() "
+                      "or GaussAdjoint()" if self.backsolve else "tighten the tolerances or use DirectAdjoint()")
             raise RuntimeError(f"the {what} of {self.sensealg!r} failed for batch member {i} between "
                                f"t={t_lo:g} and t={t_hi:g} ({ReturnCode(int(raw.retcode[i])).name} at "
-                               f"t={float(raw.t_final[i]):g}); tighten the tolerances or use DirectAdjoint()")
+                               f"t={float(raw.t_final[i]):g}); {advice}")
 
     def _tolerances(self):
         """Tolerances of the adjoint state ``[λ, μ]``: the forward ones; ``seminorm`` takes ``μ`` out
@@ -243,6 +253,46 @@ class AdjointSystem:
                 acc.add_(flat[offset:offset + k].reshape(acc.shape).to(acc.dtype))
                 offset += k
         return z1[:, :n]
+
+    def _interval_backsolve(self, lam, u_hi, t_hi: float, t_lo: float, mu: List[torch.Tensor]):
+        """``(u, λ, μ)`` solved together from ``t_hi`` back to ``t_lo``; returns ``(λ, u)`` at ``t_lo``."""
+        from .._problem import ODEProblem
+
+        system, n, P = self, self.n, self.P
+
+        def f_bs(z, _p, t):
+            tf, zf = t.reshape(-1), z.reshape(-1, z.shape[-1])
+            u, lam_ = zf[:, :n], zf[:, n:2 * n]
+            du = system.rhs(system._user(u), system.values, system._times(tf)).reshape(u.shape)
+            parts = [du, -system.vjp_u(u, tf, lam_)]
+            if P:
+                parts.append(-system.member_vjp_params(u, tf, lam_).to(zf.dtype))
+            return torch.cat(parts, -1).reshape(z.shape)
+
+        z0 = torch.cat([u_hi.reshape(lam.shape), lam] + ([lam.new_zeros(lam.shape[0], P)] if P else []), -1)
+        prob = ODEProblem(f_bs, z0.reshape(*self.batch_shape, z0.shape[-1]), (t_hi, t_lo), None)
+
+        def widen(tol):
+            if not isinstance(tol, torch.Tensor):
+                return tol
+            tol = tol.to(torch.float64)
+            return torch.cat([tol, tol, torch.full((P,), float(tol.min()), dtype=torch.float64)])
+
+        rtol, atol = widen(self.opts.reltol), widen(self.opts.abstol)
+        opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=False, dt=None,
+                       tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol)
+        # A stiff method differentiates this right-hand side (second derivatives of f) by forward-mode AD.
+        raw = self.integrate(f_bs, prob.u0, None, self.make_stepper(self.alg, prob, rtol, atol), opts,
+                             self.batch_shape)
+        self._check(raw, "backsolve adjoint", t_lo, t_hi)
+        z1 = raw.u[-1].reshape(z0.shape)
+        if P:
+            flat, offset = z1[:, 2 * n:].sum(0), 0
+            for acc in mu:
+                k = acc.numel()
+                acc.add_(flat[offset:offset + k].reshape(acc.shape).to(acc.dtype))
+                offset += k
+        return z1[:, n:2 * n], z1[:, :n]
 
     def _quadrature(self, lam_dense, fwd, mu: List[torch.Tensor]) -> None:
         """``mu -= Σ_steps Σ_q w_q h λ(t_q)ᵀ ∂f/∂θ(u(t_q), t_q)`` (steps run backwards: ``h < 0``)."""
