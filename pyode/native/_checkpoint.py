@@ -147,11 +147,9 @@ class _CheckpointedSolve:
                     continue
             held.append((loop.n_iter, loop.snapshot(), self._marks()))
         loop.close()
-        self.t_final = loop.t
 
         outputs = loop.outputs()
-        n_saved = len(loop.saver.outputs())
-        self.n_saver_outputs = n_saved
+        self.n_saver_outputs = len(loop.saver.outputs())
         uniq: List[torch.Tensor] = []
         where: Dict[int, int] = {}
         self.position = []          # output position -> distinct output
