@@ -11,7 +11,8 @@ from . import problems
 from .algorithms import (BS3, DP5, DP8, FBDF, QNDF, RK4, AbstractAlgorithm, AutoDP5, AutoSwitch, AutoTsit5, AutoVern7,
                          Euler, KenCarp4, Kvaerno5, Midpoint, RadauIIA5, Rodas4, Rodas5P, Rosenbrock23, Tsit5, Vern7)
 from .controllers import IController, PIController, PredictiveController
-from .sensealg import BacksolveAdjoint, DirectAdjoint, ForwardSensitivity, GaussAdjoint, InterpolatingAdjoint
+from .sensealg import (BacksolveAdjoint, DirectAdjoint, ForwardSensitivity, GaussAdjoint, InterpolatingAdjoint,
+                       QuadratureAdjoint)
 
 __version__ = "0.1.0"
 
@@ -19,4 +20,5 @@ __all__ = ["ODEProblem", "solve", "ODESolution", "SolverStats", "ReturnCode", "S
            "AbstractAlgorithm", "PIController", "IController", "PredictiveController", "problems", "Tsit5", "DP5", "BS3", "Vern7", "DP8", "Euler", "Midpoint", "RK4",
            "Rosenbrock23", "Rodas4", "Rodas5P", "KenCarp4", "Kvaerno5", "RadauIIA5", "FBDF", "QNDF",
            "AutoSwitch", "AutoTsit5", "AutoDP5", "AutoVern7", "DirectAdjoint", "ForwardSensitivity",
-           "GaussAdjoint", "InterpolatingAdjoint", "BacksolveAdjoint"]
+           "GaussAdjoint", "InterpolatingAdjoint", "BacksolveAdjoint",
+           "QuadratureAdjoint"]

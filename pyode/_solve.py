@@ -16,7 +16,7 @@ from .algorithms import (AbstractAlgorithm, AbstractBDF, AbstractESDIRK, Abstrac
                          AutoSwitch, RadauIIA5, Tsit5)
 from .controllers import AbstractController, PIController, PredictiveController
 from .sensealg import (AbstractSensitivityAlgorithm, BacksolveAdjoint, DirectAdjoint, ForwardSensitivity, GaussAdjoint,
-                       InterpolatingAdjoint)
+                       InterpolatingAdjoint, QuadratureAdjoint)
 
 __all__ = ["solve"]
 
@@ -57,7 +57,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         dense: keep dense output for ``sol(t)`` (default: only when ``saveat`` is not given).
         sensealg: how gradients are computed (:mod:`pyode.sensealg`): :class:`DirectAdjoint`
             (default: autograd through the solver), :class:`ForwardSensitivity`,
-            :class:`BacksolveAdjoint`, :class:`InterpolatingAdjoint` or :class:`GaussAdjoint`.
+            :class:`BacksolveAdjoint`, :class:`InterpolatingAdjoint`, :class:`QuadratureAdjoint` or
+            :class:`GaussAdjoint`.
         backend: ``"native"``.
 
     Returns:
@@ -150,7 +151,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                         controller=controller)
     if isinstance(sensealg, ForwardSensitivity):
         raw = _forward_sensitivity(prob, alg, opts, user_controller)
-    elif isinstance(sensealg, (BacksolveAdjoint, GaussAdjoint, InterpolatingAdjoint)):
+    elif isinstance(sensealg, (BacksolveAdjoint, GaussAdjoint, InterpolatingAdjoint, QuadratureAdjoint)):
         raw = _adjoint(prob, alg, opts, user_controller, sensealg)
     elif sensealg.checkpoints is not None:
         from .native._checkpoint import checkpointed_integrate
@@ -174,9 +175,12 @@ def _adjoint(prob: ODEProblem, alg, opts, controller, sensealg):
         return lambda rhs: _native_stepper(a, rhs, problem, reltol, abstol, controller)
 
     system = AdjointSystem(prob, alg, opts, make_stepper, integrate, sensealg,
-                           quadrature=isinstance(sensealg, GaussAdjoint), checkpointing=sensealg.checkpointing,
+                           quadrature=isinstance(sensealg, (GaussAdjoint, QuadratureAdjoint)),
+                           checkpointing=sensealg.checkpointing,
                            seminorm=getattr(sensealg, "seminorm", False),
-                           backsolve=isinstance(sensealg, BacksolveAdjoint))
+                           backsolve=isinstance(sensealg, BacksolveAdjoint),
+                           adaptive_quadrature=((sensealg.abstol, sensealg.reltol)
+                                                if isinstance(sensealg, QuadratureAdjoint) else None))
     raw = system.solve_forward()
     if not opts.dense:
         raw.dense = None        # kept for the adjoint only; sol(t) stays as the user asked

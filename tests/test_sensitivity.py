@@ -1,6 +1,6 @@
 """Sensitivity algorithms: DirectAdjoint (autograd through the solver), ForwardSensitivity,
-BacksolveAdjoint, InterpolatingAdjoint and GaussAdjoint, against central finite differences and
-against each other; parameters of every supported kind, batches, failures."""
+BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint and GaussAdjoint, against central finite
+differences and against each other; parameters of every supported kind, batches, failures."""
 import math
 
 import pytest
@@ -15,7 +15,8 @@ SENSEALGS = [pyode.DirectAdjoint(), pyode.ForwardSensitivity(), pyode.Interpolat
 # every variant of the continuous adjoints
 ADJOINTS = [pyode.InterpolatingAdjoint(), pyode.InterpolatingAdjoint(checkpointing=True),
             pyode.InterpolatingAdjoint(seminorm=True), pyode.GaussAdjoint(), pyode.GaussAdjoint(checkpointing=True),
-            pyode.BacksolveAdjoint(), pyode.BacksolveAdjoint(checkpointing=False)]
+            pyode.BacksolveAdjoint(), pyode.BacksolveAdjoint(checkpointing=False),
+            pyode.QuadratureAdjoint(abstol=1e-10, reltol=1e-8)]
 by_sensealg = pytest.mark.parametrize("sensealg", SENSEALGS, ids=repr)
 # gradients of the discrete solution (exact under gradcheck with fixed steps)
 DISCRETE = [pyode.DirectAdjoint(), pyode.ForwardSensitivity()]
@@ -84,7 +85,8 @@ def test_stiff_robertson_log_rate_gradients_agree(alg):
 
 @pytest.mark.parametrize("alg", [pyode.Rodas5P(), pyode.KenCarp4(), pyode.FBDF()], ids=repr)
 @pytest.mark.parametrize("sensealg", [pyode.BacksolveAdjoint(), pyode.GaussAdjoint(checkpointing=True),
-                                      pyode.InterpolatingAdjoint(checkpointing=True)], ids=repr)
+                                      pyode.InterpolatingAdjoint(checkpointing=True), pyode.QuadratureAdjoint()],
+                         ids=repr)
 def test_adjoints_with_stiff_algorithms_on_a_nonstiff_problem(alg, sensealg):
     # Every adjoint variant through the stiff machinery (Jacobians of the adjoint system,
     # second derivatives of f for the backsolve), against DirectAdjoint; short and loose to stay cheap.
@@ -256,6 +258,39 @@ def test_interpolating_adjoint_names_per_member_parameters():
     torch.testing.assert_close(g, torch.autograd.grad(sol.u.sum(), p)[0], rtol=1e-5, atol=1e-8)
 
 
+def test_gauss_kronrod_rule_exactness():
+    import numpy as np
+    from pyode.native._adjoint import GAUSS7_WEIGHTS, KRONROD_NODES, KRONROD_WEIGHTS
+
+    x, wk, wg = np.array(KRONROD_NODES), np.array(KRONROD_WEIGHTS), np.array(GAUSS7_WEIGHTS)
+    assert len(x) == 15 and int((wg != 0).sum()) == 7
+    for d in range(23):                     # K15: degree 22 (and all odd ones by symmetry)
+        assert abs(wk @ x ** d - 1 / (d + 1)) < 1e-15, d
+    for d in range(14):                     # G7: degree 13, not 14
+        assert abs(wg @ x ** d - 1 / (d + 1)) < 1e-15, d
+    assert abs(wg @ x ** 14 - 1 / 15) > 1e-10
+
+
+def test_quadrature_adjoint_resolves_what_the_adjoint_steps_do_not():
+    # u' = -u + p sin(ωt): the adjoint λ' = λ is smooth and takes large steps, while the parameter
+    # integrand λ(t) sin(ωt) oscillates within each: GaussAdjoint's 3 nodes per step cannot see
+    # it, QuadratureAdjoint bisects until its tolerance holds. Exact dL/dp for L = u(T), u(0) = 0:
+    # ∫_0^T e^{-(T-s)} sin(ωs) ds.
+    w, T = 400.0, 1.0
+    exact = (math.sin(w * T) - w * math.cos(w * T)) / (1 + w * w) + math.exp(-T) * w / (1 + w * w)
+
+    def rel_error(sa):
+        p = torch.tensor(1.0, dtype=F64, requires_grad=True)
+        prob = ODEProblem(lambda u, q, t: -u + q * torch.sin(w * t)[..., None], torch.zeros(1, dtype=F64), (0.0, T), p)
+        sol = solve(prob, pyode.Tsit5(), reltol=1e-6, abstol=1e-8, saveat=[T], sensealg=sa)
+        return abs(float(torch.autograd.grad(sol.u.sum(), p)[0]) - exact) / abs(exact)
+
+    # measured: 1e-9, 2.7 (loose), 72 (Gauss)
+    assert rel_error(pyode.QuadratureAdjoint()) < 1e-8
+    assert rel_error(pyode.QuadratureAdjoint(abstol=0.1, reltol=0.1)) > 1e-2
+    assert rel_error(pyode.GaussAdjoint()) > 1e-2
+
+
 # ---- arguments -----------------------------------------------------------------------------------
 
 def test_bad_sensealg_arguments():
@@ -264,6 +299,8 @@ def test_bad_sensealg_arguments():
         solve(prob, sensealg=pyode.ForwardSensitivity)
     with pytest.raises(TypeError, match="sensealg must be"):
         solve(prob, sensealg="adjoint")
+    with pytest.raises(ValueError, match="abstol must be a positive number"):
+        pyode.QuadratureAdjoint(abstol=0)
     with pytest.raises(ValueError, match="checkpointing must be True or False"):
         pyode.InterpolatingAdjoint(checkpointing="yes")
     assert repr(pyode.DirectAdjoint()) == "DirectAdjoint()"
