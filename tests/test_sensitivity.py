@@ -113,6 +113,21 @@ def test_backsolve_on_robertson_fails_with_advice():
         torch.autograd.grad((sol.u[:, 1] * 1e4 + sol.u[:, 2]).square().sum(), logk)
 
 
+@pytest.mark.parametrize("sensealg", ADJOINTS, ids=repr)
+def test_adjoints_of_fixed_step_solves_step_with_the_forward_dt(sensealg):
+    # Without error control the backward solves take the forward's dt (nothing else could choose
+    # it); the gradient then approximates the exact one to the method's accuracy at that dt.
+    base = problems.lotka_volterra(tspan=(0.0, 2.0))
+
+    def grad(sa):
+        p = base.p.clone().requires_grad_()
+        sol = solve(ODEProblem(base.f, base.u0, base.tspan, p), pyode.Tsit5(), adaptive=False, dt=0.01,
+                    saveat=[1.0, 2.0], sensealg=sa)
+        return torch.autograd.grad(sol.u.square().sum(), p)[0]
+
+    torch.testing.assert_close(grad(sensealg), grad(pyode.DirectAdjoint()), rtol=1e-7, atol=1e-9)
+
+
 @pytest.mark.parametrize("sensealg", DISCRETE, ids=repr)
 def test_gradcheck_on_a_tiny_fixed_step_problem(sensealg):
     # With fixed steps the forward sensitivities of an explicit RK method are exactly the

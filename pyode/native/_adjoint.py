@@ -167,7 +167,7 @@ class AdjointSystem:
 
         prob = ODEProblem(self.prob.f, u_lo.reshape(*self.batch_shape, self.n), (t_lo, t_hi), self.prob.p,
                           jac=self.prob.jac)
-        opts = replace(self.opts, t0=t_lo, t1=t_hi, saveat=None, save_steps=False, dense=True, dt=None,
+        opts = replace(self.opts, t0=t_lo, t1=t_hi, saveat=None, save_steps=False, dense=True, dt=self._dt,
                        tstops=None, progress=False, dtmax=abs(t_hi - t_lo))
         with torch.no_grad():
             raw = self.integrate(self.prob.f, prob.u0, self.prob.p, self.make_stepper(self.alg, prob), opts,
@@ -203,6 +203,12 @@ class AdjointSystem:
             if k < len(ts):
                 lam = lam + grad_u[len(ts) - 1 - k].to(lam.dtype)
         return lam, mu
+
+    @property
+    def _dt(self):
+        """Step of the backward solves: the forward's fixed step when it had one (without error
+        control nothing else could choose it), else the initial-step heuristic's."""
+        return None if self.opts.adaptive else self.opts.dt
 
     def _check(self, raw, what: str, t_lo: float, t_hi: float) -> None:
         bad = raw.retcode != ReturnCode.Success
@@ -268,7 +274,7 @@ class AdjointSystem:
         adj_prob = ODEProblem(f_adj, z0.reshape(*self.batch_shape, z0.shape[-1]), (t_hi, t_lo), None, jac=jac_adj)
         rtol, atol = self._tolerances()
         opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=self.quadrature,
-                       dt=None, tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol)
+                       dt=self._dt, tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol)
         alg = _with_fd_time_derivative(self.alg)
         raw = self.integrate(f_adj, adj_prob.u0, None, self.make_stepper(alg, adj_prob, rtol, atol), opts,
                              self.batch_shape)
@@ -312,7 +318,7 @@ class AdjointSystem:
             return torch.cat([tol, tol, torch.full((P,), float(tol.min()), dtype=torch.float64)])
 
         rtol, atol = widen(self.opts.reltol), widen(self.opts.abstol)
-        opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=False, dt=None,
+        opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=False, dt=self._dt,
                        tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol)
         # A stiff method differentiates this right-hand side (second derivatives of f) by forward-mode AD.
         raw = self.integrate(f_bs, prob.u0, None, self.make_stepper(self.alg, prob, rtol, atol), opts,
