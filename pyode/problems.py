@@ -513,8 +513,8 @@ def van_der_pol_scaled(eps: float = 1e-6, u0=(2.0, -0.66), tspan=(0.0, 2.0), dty
     (:func:`van_der_pol` with time scaled by ``1/μ`` and ``ε = 1/μ²``), so the limit cycle's period
     stays near 3 - 2 ln 2 ≈ 1.61 for every small ``ε``. ``p = ε`` (a float, or a tensor of the batch
     shape), default 1e-6: very stiff, the fast eigenvalue ≈ -(y1² - 1)/ε is -3e6 at y1 = 2, and
-    the solution jumps (on a time scale ~ε) near t ≈ 0.81 and 1.61. ``u0 = (2, -0.66)`` (the brief's
-    and Hairer's RADAU5 driver's choice) lies near the slow manifold y2 ≈ -2/3; the IVP test set
+    the solution jumps (on a time scale ~ε) near t ≈ 0.81 and 1.61. ``u0 = (2, -0.66)`` (Hairer's RADAU5
+    driver's choice) lies near the slow manifold y2 ≈ -2/3; the IVP test set
     starts from ``(2, 0)`` instead (a fast initial transient), and its reference at t = 2 is in
     :data:`STIFF_REFERENCE` (the two starts differ there by about 3e-7). No conservation law.
     """
