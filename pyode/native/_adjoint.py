@@ -286,11 +286,7 @@ class AdjointSystem:
             self._quadrature(raw.dense, fwd, mu)
         elif with_mu:
             # μ per member, summed; μ' = -λᵀ ∂f/∂θ integrated backwards is the positive integral
-            flat, offset = z1[:, n:].sum(0), 0
-            for acc in mu:
-                k = acc.numel()
-                acc.add_(flat[offset:offset + k].reshape(acc.shape).to(acc.dtype))
-                offset += k
+            _add_flat(mu, z1[:, n:].sum(0))
         return z1[:, :n]
 
     def _interval_backsolve(self, lam, u_hi, t_hi: float, t_lo: float, mu: List[torch.Tensor]):
@@ -326,11 +322,7 @@ class AdjointSystem:
         self._check(raw, "backsolve adjoint", t_lo, t_hi)
         z1 = raw.u[-1].reshape(z0.shape)
         if P:
-            flat, offset = z1[:, 2 * n:].sum(0), 0
-            for acc in mu:
-                k = acc.numel()
-                acc.add_(flat[offset:offset + k].reshape(acc.shape).to(acc.dtype))
-                offset += k
+            _add_flat(mu, z1[:, 2 * n:].sum(0))
         return z1[:, n:2 * n], z1[:, :n]
 
     def _quadrature(self, lam_dense, fwd, mu: List[torch.Tensor]) -> None:
@@ -385,6 +377,15 @@ class AdjointSystem:
                 else:
                     mid = 0.5 * (a + b)
                     pending += [(a, mid, depth + 1), (mid, b, depth + 1)]
+
+
+def _add_flat(mu: List[torch.Tensor], flat: torch.Tensor) -> None:
+    """Add a flattened parameter gradient (leaves concatenated in order) onto the per-leaf ``mu``."""
+    offset = 0
+    for acc in mu:
+        k = acc.numel()
+        acc.add_(flat[offset:offset + k].reshape(acc.shape).to(acc.dtype))
+        offset += k
 
 
 def _with_fd_time_derivative(alg):
