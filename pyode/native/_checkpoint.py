@@ -5,21 +5,25 @@ The forward solve runs without an autograd graph and keeps at most ``K`` states 
 integration loop (``Loop.snapshot``: time, state, ``f`` at the state, step size, controller memory,
 counters, the recorders' positions and the stepper's history). They split the solve into at most
 ``K`` segments, the first starting from ``u0`` itself. The backward pass takes the segments last
-first: it restores the segment's snapshot, recomputes its loop iterations with autograd on (the
-same step sizes, the same accept/reject decisions: they are taken from the same values), and
-backpropagates through them the gradients of the values the segment recorded (``sol.u``, dense
-output) together with the gradient of the next segment's start state; what comes out for the
-segment's own start state goes on to the previous segment, and what comes out for the parameters
-is summed. The result is the gradient of plain ``DirectAdjoint`` up to round-off.
+first. A segment of at most ``K`` loop iterations is a leaf: restore its snapshot, recompute its
+iterations with autograd on (the same step sizes, the same accept/reject decisions: they are taken
+from the same values), and backpropagate through them the gradients of the values the segment
+recorded (``sol.u``, dense output) together with the gradient of the next segment's start state;
+what comes out for the segment's own start state goes on to the previous segment, and what comes
+out for the parameters is summed. A longer segment is recomputed without a graph first, keeping
+at most ``K - 1`` snapshots at equal spacing inside it, and its parts are taken last first the same
+way (recursive checkpointing, as in Griewank's ``revolve`` without its optimal placement). The
+result is the gradient of plain ``DirectAdjoint`` up to round-off.
 
 Online thinning: the number of loop iterations is not known in advance, so a snapshot is taken
 every ``s`` iterations (``s = 1`` at first); when ``K - 1`` are held and another is due, every other
 one is dropped and ``s`` doubles. Segments then have ``s`` iterations each (the last one at most
 ``s``), and ``s ≤ max(1, 2N/K)`` for ``N`` iterations: ``s`` last doubled at iteration ``K s / 2``.
 
-Cost: every loop iteration runs twice, once without a graph in the forward pass and once with it
-in the backward pass (measured: forward plus backward 1.0-1.2x the time without checkpoints,
-since the first run builds no graph).
+Memory: the forward's ``K`` snapshots, ``K - 1`` more per level of the recursion (``log_K(N/K)``
+levels) and the graph of at most ``K`` iterations — independent of ``N`` but for the logarithm.
+Cost: every level runs the solve once more without a graph, the leaves once with it (measured,
+``K = 8``: forward plus backward 1.5-2x the time without checkpoints for 100-1600 steps).
 
 Snapshots are handed to ``ctx.save_for_backward``, so ``torch.autograd.graph.saved_tensors_hooks``
 (``save_on_cpu``, memory accounting) see them as they see any saved tensor.
@@ -170,6 +174,7 @@ class _CheckpointedSolve:
                                                 for it, snap, marks in held]
         self.t_final_slot = _freeze(loop.t, tensors, index)
         self.total_marks = self._marks()
+        self.n_iter = loop.n_iter
         # autograd must not see an output that is a view of the input
         return [o.clone() if o._base is not None else o for o in uniq], tensors
 
@@ -184,78 +189,135 @@ class _CheckpointedSolve:
     # ---- backward --------------------------------------------------------------------------------
     def backward(self, u0: torch.Tensor, saved: Tuple[torch.Tensor, ...], grads: Tuple[Optional[torch.Tensor], ...]):
         """``(∂L/∂u0, [∂L/∂θ])`` from the gradients of the distinct outputs (None: zero)."""
-        loop = self.loop
-        g_params: List[Optional[torch.Tensor]] = [None] * len(self.params)
+        self.saved, self.grads, self.u0 = saved, grads, u0
+        self.g_params: List[Optional[torch.Tensor]] = [None] * len(self.params)
+        segs = self.segments
         g_next: List[Optional[torch.Tensor]] = []     # gradient of the start state of the segment after
-        n_seg = len(self.segments)
-        for j in range(n_seg - 1, -1, -1):
-            start, frozen, (s0, d0) = self.segments[j]
-            last = j == n_seg - 1
-            end_iter, end_t, (s1, d1) = ((None, self.t_final_slot, self.total_marks) if last else
-                                         (self.segments[j + 1][0], self.segments[j + 1][1]["t"], self.segments[j + 1][2]))
-            with torch.enable_grad():
-                if frozen is None:
-                    leaves = [u0.detach().requires_grad_()]
-                    loop.begin(leaves[0], report=False)
+        try:
+            for j in range(len(segs) - 1, -1, -1):
+                it0, frozen, m0 = segs[j]
+                if j == len(segs) - 1:
+                    end = (self.n_iter, saved[self.t_final_slot.index], self.total_marks, True)
                 else:
-                    tree, leaves = _thaw(frozen, saved)
-                    loop.restore(tree)
-                while not loop.all_done and (end_iter is None or loop.n_iter < end_iter):
+                    end = (segs[j + 1][0], saved[segs[j + 1][1]["t"].index], segs[j + 1][2], False)
+                g_next = self._backward_range(("frozen", frozen), it0, m0, end, g_next)
+        finally:
+            self.loop.release()
+            del self.saved, self.grads, self.u0
+        return g_next[0], self.g_params
+
+    def _start(self, start, with_leaves: bool) -> List[torch.Tensor]:
+        """Put the loop at a range's start; returns the start state's differentiable leaves (or [])."""
+        kind, tree = start
+        if tree is None:
+            leaf = self.u0.detach().requires_grad_(with_leaves)
+            self.loop.begin(leaf, report=False)
+            return [leaf] if with_leaves else []
+        if kind == "live":          # a snapshot taken while recomputing: freeze it to thaw it alike
+            tensors: List[torch.Tensor] = []
+            tree, saved = _freeze(tree, tensors, {}), tuple(tensors)
+        else:
+            saved = self.saved
+        if with_leaves:
+            tree, leaves = _thaw(tree, saved)
+        else:
+            tree, leaves = _rebuild(tree, lambda s, diff: saved[s.index], keep_marker=False), []
+        self.loop.restore(tree)
+        return leaves
+
+    def _check_end(self, it0: int, it1: int, t_end: torch.Tensor) -> None:
+        if not torch.equal(self.loop.t, t_end):
+            raise RuntimeError(
+                "DirectAdjoint(checkpoints=...) recomputed steps that differ from the forward solve's "
+                f"(between loop iterations {it0} and {it1}): f must return the same values for the same "
+                "inputs; use DirectAdjoint() without checkpoints for a non-deterministic f")
+
+    def _backward_range(self, start, it0: int, m0: Tuple[int, int], end, g_next):
+        """Backpropagate through loop iterations ``it0 .. it1`` given the gradient of the state at
+        ``it1`` (``g_next``); returns the gradient of the state at ``it0``.
+
+        A range longer than ``K`` iterations is first recomputed without a graph, taking at most
+        ``K - 1`` snapshots inside it, and its at most ``K`` sub-ranges are taken last first, each
+        the same way (recursive checkpointing): the graph held at any time spans at most ``K``
+        iterations, and at most ``K - 1`` snapshots are held per level of the recursion, whose
+        depth is ``log_K`` of the number of iterations.
+        """
+        it1, t_end, m1, last = end
+        loop, K = self.loop, self.K
+        n = it1 - it0
+        if K > 1 and n > K:
+            stride = -(-n // K)
+            subs = [(start, it0, m0)]
+            with torch.no_grad():
+                self._start(start, with_leaves=False)
+                while not loop.all_done and loop.n_iter < it1:
                     loop.iterate()
-                if last:
-                    loop.close()
-            if not torch.equal(loop.t, saved[end_t.index]):
-                raise RuntimeError(
-                    "DirectAdjoint(checkpoints=...) recomputed steps that differ from the forward solve's "
-                    f"(between loop iterations {start} and {end_iter or 'the end'}): f must return the same values "
-                    "for the same inputs; use DirectAdjoint() without checkpoints for a non-deterministic f")
+                    if loop.n_iter < it1 and (loop.n_iter - it0) % stride == 0:
+                        s, d = self._marks()
+                        subs.append((("live", loop.snapshot()), loop.n_iter, (m0[0] + s, m0[1] + d)))
+                self._check_end(it0, it1, t_end)
+            ends = [(a, snap["t"], ma, False) for (_, snap), a, ma in subs[1:]] + [end]
+            for k in range(len(subs) - 1, -1, -1):
+                sub_start, a, ma = subs[k]
+                subs[k] = None      # this level's snapshot is no longer needed once its range is done
+                g_next = self._backward_range(sub_start, a, ma, ends[k], g_next)
+            return g_next
+        return self._backward_leaf(start, it0, m0, end, g_next)
 
-            pairs: Dict[int, List[Any]] = {}
-            outs = gs = res = None
+    def _backward_leaf(self, start, it0: int, m0: Tuple[int, int], end, g_next):
+        """Recompute iterations ``it0 .. it1`` with autograd on and backpropagate through them."""
+        it1, t_end, (s1, d1), last = end
+        s0, d0 = m0
+        loop, grads = self.loop, self.grads
+        with torch.enable_grad():
+            leaves = self._start(start, with_leaves=True)
+            while not loop.all_done and loop.n_iter < it1:
+                loop.iterate()
+            if last:
+                loop.close()
+        self._check_end(it0, it1, t_end)
 
-            def add(x: torch.Tensor, g: Optional[torch.Tensor]) -> None:
-                if g is None or not x.requires_grad:
-                    return
-                if id(x) in pairs:
-                    pairs[id(x)][1] = pairs[id(x)][1] + g
-                else:
-                    pairs[id(x)] = [x, g]
+        pairs: Dict[int, List[Any]] = {}
 
-            recorded = loop.saver.outputs()
-            positions = list(range(s0, s1))
-            if loop.dense_rec is not None:
-                recorded = recorded + loop.dense_rec.outputs()
-                positions += list(range(self.n_saver_outputs + d0, self.n_saver_outputs + d1))
-            if len(recorded) != len(positions):
-                raise RuntimeError("checkpointed DirectAdjoint: the recomputed segment recorded "
-                                   f"{len(recorded)} values, the forward solve {len(positions)}")
-            for q, x in zip(positions, recorded):
-                u = self.position[q]
-                if self.first[u] == q:
-                    add(x, grads[u])
-            if not last:
-                ends = _differentiable_tensors(loop.snapshot())
-                if len(ends) != len(g_next) or any(e.shape != g.shape for e, g in zip(ends, g_next) if g is not None):
-                    raise RuntimeError("checkpointed DirectAdjoint: the recomputed end state of a segment does not "
-                                       "match the next segment's snapshot")
-                for x, g in zip(ends, g_next):
-                    add(x, g)
-            inputs = leaves + self.params
-            if pairs:
-                outs, gs = zip(*pairs.values())
-                res = torch.autograd.grad(outs, inputs, gs, allow_unused=True)
+        def add(x: torch.Tensor, g: Optional[torch.Tensor]) -> None:
+            if g is None or not x.requires_grad:
+                return
+            if id(x) in pairs:
+                pairs[id(x)][1] = pairs[id(x)][1] + g
             else:
-                res = [None] * len(inputs)
-            g_next = list(res[:len(leaves)])
-            for i, g in enumerate(res[len(leaves):]):
-                if g is not None:
-                    g_params[i] = g if g_params[i] is None else g_params[i] + g
-            # Nothing of this segment's graph may outlive it.
-            del pairs, outs, gs, res, leaves, recorded
-            if frozen is not None:
-                del tree
-        loop.release()
-        return g_next[0], g_params
+                pairs[id(x)] = [x, g]
+
+        recorded = loop.saver.outputs()
+        positions = list(range(s0, s1))
+        if loop.dense_rec is not None:
+            recorded = recorded + loop.dense_rec.outputs()
+            positions += list(range(self.n_saver_outputs + d0, self.n_saver_outputs + d1))
+        if len(recorded) != len(positions):
+            raise RuntimeError("checkpointed DirectAdjoint: the recomputed segment recorded "
+                               f"{len(recorded)} values, the forward solve {len(positions)}")
+        for q, x in zip(positions, recorded):
+            u = self.position[q]
+            if self.first[u] == q:
+                add(x, grads[u])
+        if not last:
+            ends = _differentiable_tensors(loop.snapshot())
+            if len(ends) != len(g_next) or any(e.shape != g.shape for e, g in zip(ends, g_next) if g is not None):
+                raise RuntimeError("checkpointed DirectAdjoint: the recomputed end state of a segment does not "
+                                   "match the next segment's snapshot")
+            for x, g in zip(ends, g_next):
+                add(x, g)
+        inputs = leaves + self.params
+        if pairs:
+            outs, gs = zip(*pairs.values())
+            res = torch.autograd.grad(outs, inputs, gs, allow_unused=True)
+        else:
+            res = [None] * len(inputs)
+        for i, g in enumerate(res[len(leaves):]):
+            if g is not None:
+                self.g_params[i] = g if self.g_params[i] is None else self.g_params[i] + g
+        # Nothing of this range's graph may outlive it: the loop drops its references on the next
+        # restore, the locals here go now.
+        return list(res[:len(leaves)])
 
 
 class _Function(torch.autograd.Function):
