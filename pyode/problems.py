@@ -544,3 +544,227 @@ not the default span's 1e5), and ``van_der_pol_scaled`` for ``u0 = (2, 0)`` (the
 
 __all__ += ["robertson", "hires", "HIRES_P", "HIRES_U0", "orego", "OREGO_P", "pollu", "POLLU_P", "POLLU_U0",
             "van_der_pol_scaled", "STIFF_REFERENCE"]
+
+
+# ================================================================================================
+# Problems for fitting and for conservation-law checks, each with an exact reference: a closed
+# form (damped oscillator), exact invariants (charged particle) or a published setup (spiral).
+# Generate data from any problem here with :func:`pyode.data.generate_data`.
+# ================================================================================================
+
+# ---- Damped oscillator --------------------------------------------------------------------------
+
+def _damped_oscillator_rhs(u, p, t):
+    x, v = u[..., 0], u[..., 1]
+    m, c, k = p[..., 0], p[..., 1], p[..., 2]
+    return _stack([v, -(c * v + k * x) / m])
+
+
+def _damped_oscillator_jac(u, p, t):
+    m, c, k = p[..., 0], p[..., 1], p[..., 2]
+    return _dense_jac(u, 2, {(0, 1): 1.0, (1, 0): -k / m, (1, 1): -c / m})
+
+
+def _stack_params(values, dtype, device):
+    """Scalars or tensors of a common batch shape stacked into ``p`` of shape ``(*batch, len(values))``."""
+    return _stack([_tensor(v, dtype, device) for v in values])
+
+
+def damped_oscillator(m=1.0, c=0.1, k=1.0, u0=(1.0, 0.0), tspan=(0.0, 20.0), dtype=torch.float64,
+                      device=None) -> ODEProblem:
+    """Damped spring–mass system ``m x'' + c x' + k x = 0`` as ``x' = v``, ``v' = -(c v + k x) / m``.
+
+    Arguments:
+        m, c, k: mass, damping and stiffness (defaults 1, 0.1, 1: underdamped, damping ratio
+            ζ = c / (2 √(m k)) = 0.05). Numbers, or tensors of a common batch shape.
+        u0: ``(x0, v0)``, default ``(1, 0)``; ``(*batch, 2)`` for a batch.
+        tspan: default ``(0, 20)``, about three periods 2π/ω_d.
+        dtype, device: of ``u0`` and ``p``.
+
+    Returns:
+        An :class:`ODEProblem` with ``p = (m, c, k)`` (shape ``(*batch, 3)``) and its analytic
+        Jacobian ``[[0, 1], [-k/m, -c/m]]``. :func:`damped_oscillator_exact` is its closed-form
+        solution; with ``c² > 4 m k`` and a large ``c`` the problem becomes stiff.
+    """
+    p = _stack_params((m, c, k), dtype, device)
+    return ODEProblem(_damped_oscillator_rhs, _tensor(u0, dtype, device), tspan, p, jac=_damped_oscillator_jac)
+
+
+def damped_oscillator_exact(t, m: float = 1.0, c: float = 0.1, k: float = 1.0, u0=(1.0, 0.0)) -> torch.Tensor:
+    """Closed-form state ``(x(t), v(t))`` of :func:`damped_oscillator` started from ``u0`` at t = 0.
+
+    With γ = c / (2m), ω0² = k / m and β² = γ² - ω0²::
+
+        x(t) = e^{-γt} (x0 C(t) + (v0 + γ x0) S(t))
+        v(t) = e^{-γt} (v0 C(t) - (γ v0 + ω0² x0) S(t))
+
+    where ``C = cos(ω_d t)``, ``S = sin(ω_d t) / ω_d`` with ω_d = √(-β²) when underdamped
+    (c² < 4mk); ``C = 1``, ``S = t`` when critically damped (c² = 4mk exactly); ``C = cosh(βt)``,
+    ``S = sinh(βt) / β`` when overdamped (c² > 4mk). Near critical damping both neighbouring forms
+    tend to the critical one without cancellation (ω_d or β small only divides a small sine), so the
+    three branches join continuously.
+
+    Arguments:
+        t: a number or a tensor of times (any shape).
+        m, c, k: Python numbers as in :func:`damped_oscillator`.
+        u0: ``(x0, v0)``.
+
+    Returns:
+        A float64 tensor of shape ``(*t.shape, 2)``.
+
+    Raises:
+        ValueError: when ``m`` is not positive or a parameter is not finite.
+    """
+    m, c, k = float(m), float(c), float(k)
+    if not all(math.isfinite(v) for v in (m, c, k)) or m <= 0:
+        raise ValueError(f"damped_oscillator_exact needs finite m > 0, c, k; got m={m}, c={c}, k={k}")
+    t = torch.as_tensor(t, dtype=torch.float64)
+    x0, v0 = (float(v) for v in u0)
+    gamma, w0sq = c / (2 * m), k / m
+    beta_sq = gamma * gamma - w0sq
+    if beta_sq < 0:
+        wd = math.sqrt(-beta_sq)
+        decay = torch.exp(-gamma * t)
+        C, S = decay * torch.cos(wd * t), decay * torch.sin(wd * t) / wd
+    elif beta_sq == 0:
+        decay = torch.exp(-gamma * t)
+        C, S = decay, decay * t
+    else:
+        # e^{-γt} cosh(βt) and e^{-γt} sinh(βt)/β from the slow exponential e^{(β-γ)t} and expm1,
+        # so neither overflows for large t nor cancels for small βt.
+        beta = math.sqrt(beta_sq)
+        slow, e = torch.exp((beta - gamma) * t), torch.expm1(-2 * beta * t)
+        C, S = slow * (1 + 0.5 * e), -slow * e / (2 * beta)
+    x = x0 * C + (v0 + gamma * x0) * S
+    v = v0 * C - (gamma * v0 + w0sq * x0) * S
+    return torch.stack([x, v], -1)
+
+
+# ---- Charged particle in an electrostatic wave across a magnetic field --------------------------
+
+CHARGED_PARTICLE_P = (1.0, 1.0, 1.0, 0.5, 1.0, 0.7)
+"""Default ``(q, m, B, E0, k, ω)`` of :func:`charged_particle`: unit charge, mass and field (so the
+gyrofrequency qB/m is 1), wave amplitude 0.5, wavenumber 1, frequency 0.7 (phase velocity 0.7)."""
+
+
+def _charged_particle_rhs(u, p, t):
+    x, vx, vy = u[..., 0], u[..., 2], u[..., 3]
+    q, m, B, E0, k, w = p.unbind(-1)
+    t = t.to(u.dtype)  # t is float64; a float32 state keeps its dtype
+    qm = q / m
+    return _stack([vx, vy, qm * (E0 * torch.sin(k * x - w * t) + B * vy), -qm * B * vx])
+
+
+def charged_particle(u0=(0.0, 0.0, 1.0, 1.0), p=CHARGED_PARTICLE_P, tspan=(0.0, 30.0), dtype=torch.float64,
+                     device=None) -> ODEProblem:
+    """A charged particle in a uniform magnetic field and a sinusoidal electrostatic wave.
+
+    The non-relativistic particle (charge q, mass m) moves in the plane perpendicular to a static
+    uniform field ``B ẑ``, pushed by the travelling electric wave ``E = E0 sin(k x - ω t) x̂``
+    propagating across the field. Newton's law ``m v' = q (E + v × B)`` in the state
+    ``u = (x, y, vx, vy)`` reads::
+
+        x'  = vx
+        y'  = vy
+        vx' = (q/m) (E0 sin(k x - ω t) + B vy)
+        vy' = -(q/m) B vx
+
+    This is the classic problem of an ion in an electrostatic wave across a magnetic field (C. F. F.
+    Karney, "Stochastic ion heating by a lower hybrid wave", Phys. Fluids 21 (1978) 1584), whose
+    motion in x becomes chaotic for large enough ``E0``. It adds a magnetic field to the setting of
+    symmetry-regularised neural ODEs, a charged particle in a sinusoidal electric field (W. Hao,
+    arXiv:2311.16628); with ``B = 0`` the x motion is that one-dimensional problem.
+
+    It has two independent exact invariants, :func:`charged_particle_invariants`: the canonical
+    momentum along y and the energy in the frame moving with the wave. For ``E0 ≠ 0`` there is no
+    known third one (the motion in x can be chaotic).
+
+    Arguments:
+        u0: ``(x, y, vx, vy)``, default ``(0, 0, 1, 1)``; ``(*batch, 4)`` for a batch.
+        p: ``(q, m, B, E0, k, ω)``, default :data:`CHARGED_PARTICLE_P`; shape ``(*batch, 6)`` for
+            a batch of parameters. ``k`` must be nonzero for the invariants.
+        tspan: default ``(0, 30)``, about five gyro-periods 2π m / (qB).
+        dtype, device: of ``u0`` and ``p``.
+
+    Returns:
+        An :class:`ODEProblem` (no Jacobian: the problem is not stiff).
+    """
+    return ODEProblem(_charged_particle_rhs, _tensor(u0, dtype, device), tspan, _tensor(p, dtype, device))
+
+
+def charged_particle_invariants(u, p, t) -> torch.Tensor:
+    """The exact invariants ``(P_y, W)`` of :func:`charged_particle` at states ``u`` and times ``t``.
+
+    With the wave's phase velocity ``c = ω / k``::
+
+        P_y = m vy + q B x
+        W   = ½ m ((vx - c)² + vy²) + (q E0 / k) cos(k x - ω t) + q B c y
+
+    Derivation: ``P_y' = m vy' + q B vx = 0`` from the vy equation (it is the canonical momentum
+    ``m vy + q A_y`` in the gauge ``A = B x ŷ``; y is cyclic). For W, the wave is static in the
+    frame moving with velocity c along x, so the energy there is conserved: the kinetic term
+    gives ``(vx - c)(q E0 sin θ + q B vy) - q B vx vy`` with θ = k x - ω t, the wave potential
+    ``(q E0/k) cos θ`` gives ``-q E0 sin θ (vx - c)``, and what remains, ``-q B c vy``, is cancelled
+    by the potential ``q B c y`` of the motional electric field ``c x̂ × B ẑ``. For ω = 0, W is
+    the ordinary energy. The plain kinetic energy ``½ m |v|²`` is not conserved.
+
+    Arguments:
+        u: states of shape ``(*batch, 4)``.
+        p: parameters ``(q, m, B, E0, k, ω)``, shape ``(6,)`` or ``(*batch, 6)``.
+        t: times, a number or a tensor broadcasting against ``u.shape[:-1]``; W depends on t
+            explicitly through the wave's phase (unless ω = 0).
+
+    Returns:
+        A tensor of shape ``(*batch, 2)`` holding ``(P_y, W)``.
+    """
+    x, y, vx, vy = u.unbind(-1)
+    q, m, B, E0, k, w = torch.as_tensor(p, dtype=u.dtype, device=u.device).unbind(-1)
+    t = torch.as_tensor(t, device=u.device).to(u.dtype)
+    c = w / k
+    momentum = m * vy + q * B * x
+    energy = 0.5 * m * ((vx - c) ** 2 + vy ** 2) + q * E0 / k * torch.cos(k * x - w * t) + q * B * c * y
+    return _stack([momentum, energy])
+
+
+# ---- Spiral (Chen et al. 2018) ------------------------------------------------------------------
+
+SPIRAL_A = ((-0.1, 2.0), (-2.0, -0.1))
+"""The matrix ``A`` of :func:`spiral` (torchdiffeq's ``examples/ode_demo.py``, ``true_A``)."""
+
+
+def _spiral_rhs(u, A, t):
+    return torch.einsum("...i,...ij->...j", u ** 3, A)
+
+
+def _spiral_jac(u, A, t):
+    # f_j = Σ_i u_i³ A_ij, so ∂f_j/∂u_i = 3 u_i² A_ij.
+    return 3.0 * u.square()[..., None, :] * A.transpose(-1, -2)
+
+
+def spiral(A=SPIRAL_A, u0=(2.0, 0.0), tspan=(0.0, 25.0), dtype=torch.float64, device=None) -> ODEProblem:
+    """The spiral of the neural ODE paper's demo: ``u' = (u ** 3) @ A`` for a row vector u.
+
+    R. T. Q. Chen, Y. Rubanova, J. Bettencourt, D. Duvenaud, "Neural Ordinary Differential
+    Equations", NeurIPS 2018; the data of torchdiffeq's ``examples/ode_demo.py``
+    (``torch.mm(y**3, true_A)``, ``true_y0 = [[2., 0.]]``, ``t = linspace(0, 25, 1000)``). With
+    the default ``A = [[-0.1, 2.0], [-2.0, -0.1]]``::
+
+        u1' = -0.1 u1³ - 2.0 u2³
+        u2' =  2.0 u1³ - 0.1 u2³
+
+    a slowly decaying spiral towards the origin.
+
+    Arguments:
+        A: the 2×2 matrix, default :data:`SPIRAL_A`; ``(*batch, 2, 2)`` for a batch.
+        u0: default ``(2, 0)``; ``(*batch, 2)`` for a batch.
+        tspan: default ``(0, 25)``.
+        dtype, device: of ``u0`` and ``A``.
+
+    Returns:
+        An :class:`ODEProblem` with ``p = A`` and the analytic Jacobian ``Aᵀ diag(3 u²)``.
+    """
+    return ODEProblem(_spiral_rhs, _tensor(u0, dtype, device), tspan, _tensor(A, dtype, device), jac=_spiral_jac)
+
+
+__all__ += ["damped_oscillator", "damped_oscillator_exact", "charged_particle", "charged_particle_invariants",
+            "CHARGED_PARTICLE_P", "spiral", "SPIRAL_A"]

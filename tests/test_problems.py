@@ -1,4 +1,5 @@
-"""The stiff reference problems of ``pyode.problems``: analytic Jacobians, batching, reference solutions.
+"""The reference problems of ``pyode.problems``: analytic Jacobians, batching, reference solutions,
+closed forms and exact invariants.
 
 Reference values are the IVP test set's (F. Mazzia, C. Magherini et al., "Test Set for IVP Solvers",
 https://archimede.uniba.it/~testset/, problem files rober.f, hires.f, orego.f, pollu.f, vdpol.f;
@@ -12,6 +13,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
+import pyode
 from pyode import problems
 from pyode.problems import STIFF_REFERENCE
 
@@ -271,3 +273,157 @@ def test_orego_and_van_der_pol_scaled_reference_tight():
     # Hairer's start (2, -0.66) is near the slow manifold: the same state at t = 2 up to ~3e-7.
     y = _radau(problems.van_der_pol_scaled(), rtol=1e-8, atol=1e-10)
     _assert_reference("van_der_pol_scaled", y, 1e-5)  # measured: 3.6e-7
+
+
+# ---- damped oscillator, charged particle, spiral --------------------------------------------------
+
+def _tight(prob, ts, alg=None):
+    return pyode.solve(prob, alg or pyode.Vern7(), saveat=ts, reltol=1e-10, abstol=1e-12)
+
+
+@pytest.mark.parametrize("m, c, k", [
+    (1.0, 0.1, 1.0),   # underdamped (the default)
+    (2.0, 4.0, 2.0),   # critically damped: c² = 4mk exactly
+    (1.0, 5.0, 1.0),   # overdamped
+    (0.5, 40.0, 3.0),  # strongly overdamped (fast mode -80)
+])
+def test_damped_oscillator_matches_closed_form(m, c, k):
+    prob = problems.damped_oscillator(m=m, c=c, k=k, u0=(1.0, -0.5))
+    ts = torch.linspace(0.0, 20.0, 81, dtype=F64)
+    sol = _tight(prob, ts)
+    exact = problems.damped_oscillator_exact(ts, m=m, c=c, k=k, u0=(1.0, -0.5))
+    assert exact.shape == (81, 2)
+    torch.testing.assert_close(sol.u, exact, rtol=0.0, atol=1e-8)  # measured: ≤ 9e-13
+
+
+def test_damped_oscillator_exact_is_continuous_through_critical_damping():
+    ts = torch.linspace(0.0, 10.0, 41, dtype=F64)
+    critical = problems.damped_oscillator_exact(ts, m=1.0, c=2.0, k=1.0)
+    for c in (2.0 * (1 - 1e-9), 2.0 * (1 + 1e-9)):
+        torch.testing.assert_close(problems.damped_oscillator_exact(ts, c=c), critical, rtol=0.0, atol=1e-8)
+
+
+def test_damped_oscillator_exact_satisfies_the_equation():
+    # Central differences of x give v, and of v give -(c v + k x)/m, in every regime.
+    h = 1e-5
+    ts = torch.linspace(0.5, 8.0, 16, dtype=F64)
+    for m, c, k in ((1.0, 0.3, 2.0), (1.0, 2.0, 1.0), (2.0, 7.0, 1.5)):
+        u = problems.damped_oscillator_exact(ts, m=m, c=c, k=k, u0=(0.3, 1.2))
+        du = (problems.damped_oscillator_exact(ts + h, m=m, c=c, k=k, u0=(0.3, 1.2))
+              - problems.damped_oscillator_exact(ts - h, m=m, c=c, k=k, u0=(0.3, 1.2))) / (2 * h)
+        torch.testing.assert_close(du[:, 0], u[:, 1], rtol=0.0, atol=1e-8)
+        torch.testing.assert_close(du[:, 1], -(c * u[:, 1] + k * u[:, 0]) / m, rtol=0.0, atol=1e-8)
+
+
+def test_damped_oscillator_exact_large_t_overdamped_does_not_overflow():
+    u = problems.damped_oscillator_exact(torch.tensor([1e3, 1e5], dtype=F64), m=1.0, c=100.0, k=1.0)
+    assert bool(torch.isfinite(u).all())
+
+
+def test_damped_oscillator_batch_and_jacobian():
+    c = torch.tensor([0.1, 2.0, 5.0], dtype=F64)
+    prob = problems.damped_oscillator(c=c, u0=torch.tensor([1.0, 0.0], dtype=F64).expand(3, 2))
+    assert prob.p.shape == (3, 3)
+    u = prob.u0 + 0.1
+    J = prob.jac(u, prob.p, _t(u))
+    expected = torch.func.vmap(torch.func.jacrev(lambda v, q: prob.f(v, q, torch.zeros((), dtype=F64))))(u, prob.p)
+    torch.testing.assert_close(J, expected, rtol=1e-15, atol=0.0)
+    ts = torch.linspace(0.0, 5.0, 11, dtype=F64)
+    sol = _tight(prob, ts)
+    for i, ci in enumerate(c.tolist()):
+        torch.testing.assert_close(sol.u[:, i], problems.damped_oscillator_exact(ts, c=ci), rtol=0.0, atol=1e-8)
+
+
+def test_damped_oscillator_exact_rejects_nonpositive_mass():
+    with pytest.raises(ValueError, match="m > 0"):
+        problems.damped_oscillator_exact(1.0, m=0.0)
+
+
+def _relative_drift(values):
+    """max |I(t) - I(t0)| / max(|I(t0)|, 1), per invariant."""
+    return ((values - values[0]).abs().max(0).values / values[0].abs().clamp_min(1.0))
+
+
+@pytest.mark.parametrize("alg_name", ["Vern7", "DP8"])
+def test_charged_particle_invariants_are_conserved(alg_name):
+    prob = problems.charged_particle()
+    ts = torch.linspace(*prob.tspan, 301, dtype=F64)
+    sol = _tight(prob, ts, getattr(pyode, alg_name)())
+    inv = problems.charged_particle_invariants(sol.u, prob.p, sol.t)
+    assert inv.shape == (301, 2)
+    assert float(_relative_drift(inv).max()) < 1e-8  # measured: 5e-12 (Vern7), 4e-10 (DP8)
+    # A quantity that is not conserved does move, so the check above can fail: the kinetic energy
+    # swings between 1 and 3.3, and so does the energy without the wave frame's terms.
+    kinetic = 0.5 * sol.u[:, 2:].square().sum(-1, keepdim=True)
+    assert float(_relative_drift(kinetic).max()) > 0.5
+    q, m, B, E0, k, w = prob.p.tolist()
+    lab_energy = kinetic + q * E0 / k * torch.cos(k * sol.u[:, :1] - w * sol.t[:, None])
+    assert float(_relative_drift(lab_energy).max()) > 1e-2
+
+
+def test_charged_particle_invariants_have_zero_time_derivative():
+    """d/dt I(u(t), t) = ∇_u I · f + ∂_t I vanishes identically: random states, times and parameters,
+    batched (independent of any solver)."""
+    prob = problems.charged_particle()
+    gen = torch.Generator().manual_seed(6)
+    B = 16
+    u = 4 * torch.rand(B, 4, generator=gen, dtype=F64) - 2
+    p = prob.p * (0.5 + torch.rand(B, 6, generator=gen, dtype=F64))
+    t = 10 * torch.rand(B, generator=gen, dtype=F64)
+
+    def rate(u1, p1, t1):
+        grads = torch.func.jacrev(problems.charged_particle_invariants, argnums=(0, 2))(u1, p1, t1)
+        return grads[0] @ prob.f(u1, p1, t1) + grads[1]
+
+    dI = torch.func.vmap(rate)(u, p, t)
+    assert dI.shape == (B, 2)
+    assert float(dI.abs().max()) < 1e-13
+    # The kinetic energy has a nonzero rate (the wave does work), so the check is not vacuous.
+    f = prob.f(u, p, t)
+    assert float((u[:, 2:] * f[:, 2:]).sum(-1).abs().max()) > 1e-2
+
+
+def test_charged_particle_batch_and_float32():
+    prob = problems.charged_particle()
+    gen = torch.Generator().manual_seed(7)
+    u = torch.randn(2, 3, 4, generator=gen, dtype=F64)
+    p = prob.p * (0.8 + 0.4 * torch.rand(2, 3, 6, generator=gen, dtype=F64))
+    t = torch.rand(2, 3, generator=gen, dtype=F64)
+    f = prob.f(u, p, t)
+    torch.testing.assert_close(f[1, 2], prob.f(u[1, 2], p[1, 2], t[1, 2]), rtol=1e-15, atol=0.0)
+    inv = problems.charged_particle_invariants(u, p, t)
+    torch.testing.assert_close(inv[0, 1], problems.charged_particle_invariants(u[0, 1], p[0, 1], t[0, 1]),
+                               rtol=1e-15, atol=0.0)
+    p32 = problems.charged_particle(dtype=torch.float32)
+    assert p32.f(p32.u0, p32.p, _t(p32.u0)).dtype == torch.float32
+    assert problems.charged_particle_invariants(p32.u0, p32.p, 0.0).dtype == torch.float32
+
+
+def test_spiral_matches_torchdiffeq_demo_and_scipy():
+    prob = problems.spiral()
+    assert prob.u0.tolist() == [2.0, 0.0] and prob.tspan == (0.0, 25.0)
+    assert prob.p.tolist() == [[-0.1, 2.0], [-2.0, -0.1]]
+    # ode_demo.py's right-hand side, torch.mm(y**3, true_A), on a row vector.
+    y = torch.tensor([[0.7, -1.3]], dtype=F64)
+    torch.testing.assert_close(prob.f(y[0], prob.p, _t(y[0])), torch.mm(y ** 3, prob.p)[0], rtol=0.0, atol=0.0)
+    ts = torch.linspace(0.0, 25.0, 101, dtype=F64)
+    sol = _tight(prob, ts)
+    ref = solve_ivp(lambda t, v: (v ** 3) @ np.array([[-0.1, 2.0], [-2.0, -0.1]]), (0.0, 25.0), [2.0, 0.0],
+                    method="DOP853", t_eval=ts.numpy(), rtol=1e-12, atol=1e-14)
+    assert ref.status == 0
+    torch.testing.assert_close(sol.u, torch.from_numpy(ref.y.T), rtol=0.0, atol=1e-8)  # measured: 5e-11
+    # It spirals in: the radius shrinks.
+    r = sol.u.norm(dim=-1)
+    assert float(r[-1]) < 0.5 * float(r[0])
+
+
+def test_spiral_jacobian_and_batch():
+    prob = problems.spiral()
+    gen = torch.Generator().manual_seed(8)
+    u = torch.randn(5, 2, generator=gen, dtype=F64)
+    A = prob.p * (0.8 + 0.4 * torch.rand(5, 2, 2, generator=gen, dtype=F64))
+    t = _t(u)
+    expected = torch.func.vmap(torch.func.jacrev(lambda v, a, s: prob.f(v, a, s)))(u, A, t)
+    _assert_jac_equal(prob.jac(u, A, t), expected)
+    torch.testing.assert_close(prob.f(u, A, t)[3], prob.f(u[3], A[3], t[3]), rtol=1e-15, atol=0.0)
+    torch.testing.assert_close(prob.jac(u, prob.p, t)[2], prob.jac(u[2], prob.p, t[2]), rtol=1e-15, atol=0.0)
