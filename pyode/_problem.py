@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
@@ -42,12 +42,27 @@ def _as_state(u0: Any) -> torch.Tensor:
     return u
 
 
+def _time_leaves(tspan: Any) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The entries of ``tspan`` that are tensors requiring grad (None for the others)."""
+    if isinstance(tspan, torch.Tensor):
+        if not tspan.requires_grad or tspan.numel() != 2:
+            return None, None
+        flat = tspan.reshape(-1)
+        return flat[0], flat[1]
+    try:
+        t0, t1 = tspan
+    except (TypeError, ValueError):
+        return None, None
+    return tuple(t if isinstance(t, torch.Tensor) and t.requires_grad and t.numel() == 1 else None
+                 for t in (t0, t1))
+
+
 def _as_tspan(tspan: Any) -> Tuple[float, float]:
     if isinstance(tspan, torch.Tensor):
-        if tspan.requires_grad:
-            raise ValueError("tspan requires grad; gradients with respect to the time span are not supported, "
-                             "pass tspan.detach()")
         tspan = tspan.detach().cpu().tolist()
+    elif isinstance(tspan, (tuple, list)):
+        tspan = [t.detach().reshape(()).item() if isinstance(t, torch.Tensor) and t.numel() == 1 else t
+                 for t in tspan]
     try:
         t0, t1 = tspan
         t0, t1 = float(t0), float(t1)
@@ -70,7 +85,9 @@ class ODEProblem:
             so ``t[..., None]`` broadcasts against ``u``.
         u0: initial state, ``(n,)`` for one problem or ``(*batch, n)`` for independent problems;
             float32 or float64; may require grad.
-        tspan: ``(t0, t1)``; ``t1 < t0`` integrates backwards in time.
+        tspan: ``(t0, t1)``; ``t1 < t0`` integrates backwards in time. Entries may be tensors
+            that require grad: the saved states then carry the gradient with respect to them
+            (see :func:`~pyode.solve`).
         p: parameters handed to ``f`` unchanged: a tensor, a tuple/list/dict of tensors, an
             ``nn.Module`` or ``None``.
         jac: optional Jacobian ``jac(u, p, t) -> (*batch, n, n)`` (used by stiff algorithms).
@@ -85,6 +102,9 @@ class ODEProblem:
     tspan: Tuple[float, float]
     p: Any = None
     jac: Optional[Callable] = None
+    # (t0, t1) as tensors where they require grad, else None: the floats in ``tspan`` drive the solve.
+    time_leaves: Tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = field(
+        init=False, repr=False, default=(None, None))
 
     def __post_init__(self):
         if not callable(self.f):
@@ -92,6 +112,7 @@ class ODEProblem:
         if self.jac is not None and not callable(self.jac):
             raise TypeError(f"jac must be callable as jac(u, p, t) or None; got {type(self.jac).__name__}")
         object.__setattr__(self, "u0", _as_state(self.u0))
+        object.__setattr__(self, "time_leaves", _time_leaves(self.tspan))
         object.__setattr__(self, "tspan", _as_tspan(self.tspan))
 
     @property
@@ -100,7 +121,8 @@ class ODEProblem:
 
     def remake(self, **changes) -> "ODEProblem":
         """A copy with some fields replaced (as SciML's ``remake``)."""
-        fields = dict(f=self.f, u0=self.u0, tspan=self.tspan, p=self.p, jac=self.jac)
+        tspan = tuple(leaf if leaf is not None else t for leaf, t in zip(self.time_leaves, self.tspan))
+        fields = dict(f=self.f, u0=self.u0, tspan=tspan, p=self.p, jac=self.jac)
         unknown = set(changes) - set(fields)
         if unknown:
             raise TypeError(f"remake got unknown field(s) {sorted(unknown)}; fields are {sorted(fields)}")

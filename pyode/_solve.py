@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ._problem import ODEProblem
+from ._time_gradient import attach_saved_times, attach_start_time, saved_time_graph
 from ._retcode import ReturnCode, SolveError
 from ._solution import ODESolution, SolverStats
 from .algorithms import (AbstractAlgorithm, AbstractBDF, AbstractESDIRK, AbstractExplicitRK, AbstractRosenbrock,
@@ -37,7 +38,11 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         prob: the :class:`ODEProblem`.
         alg: an algorithm object such as ``Tsit5()``, ``Vern7()`` or ``RK4()``.
         saveat: times to save at (a 1-D sequence monotone in the direction of integration, inside
-            ``tspan``), or a number ``Δ`` for every ``Δ`` from ``t0`` plus ``t1``. Without it, one
+            ``tspan``), or a number ``Δ`` for every ``Δ`` from ``t0`` plus ``t1``. A tensor that
+            requires grad, like ``tspan`` entries that do, gives ``sol.u`` (and ``sol.t``) the
+            gradient with respect to the times: ``<∂L/∂u(τ), f(u(τ), τ)>`` for a saved time and
+            ``-<∂L/∂u0, f(u0, t0)>`` for ``t0`` (that of the exact solution, as torchdiffeq's;
+            with every sensealg). Without ``saveat`` the saved step times in between are fixed. Without it, one
             problem saves every accepted step and a batch saves ``t0`` and ``t1`` only (its members
             step on different grids; use ``sol(t)`` or ``saveat`` for anything in between).
         reltol, abstol: tolerances of the error test ``err / (abstol + reltol * max(|u|, |u_new|))``
@@ -144,6 +149,11 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
 
     from .native._integrate import SolveOptions, integrate
 
+    t0_leaf, t1_leaf = prob.time_leaves
+    if t0_leaf is not None and t0_leaf.requires_grad and torch.is_grad_enabled():
+        # Every sensealg differentiates u0: the start time's gradient is taken from u0's.
+        prob = prob.remake(u0=attach_start_time(u0, t0_leaf, prob.f, prob.p))
+        u0 = prob.u0
     single = u0.ndim == 1
     opts = SolveOptions(t0=t0, t1=t1, saveat=saveat_v, save_steps=single and saveat_v is None, dense=dense,
                         reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive, maxiters=int(maxiters),
@@ -163,6 +173,15 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         raw = integrate(prob.f, u0, prob.p,
                         lambda rhs: _native_stepper(alg, rhs, prob, reltol_v, abstol_v, user_controller),
                         opts, prob.batch_shape)
+    if isinstance(saveat, torch.Tensor):
+        times = saved_time_graph(raw.t, None, None, saveat, every=False)
+    elif saveat is None or isinstance(saveat, numbers.Real):
+        times = saved_time_graph(raw.t, t0_leaf, t1_leaf, None, every=saveat is not None)
+    else:
+        times = None        # a list of numbers: fixed times
+    if times is not None:
+        raw.u = attach_saved_times(raw.u.reshape(raw.u.shape[0], *prob.batch_shape, n), times, prob.f, prob.p)
+        raw.t = times
     return _wrap(prob, alg, raw, throw, adaptive)
 
 

@@ -111,8 +111,10 @@ class _Attach(torch.autograd.Function):
         g = (grad.unsqueeze(-1) * S).sum(-2)                                 # (..., m)
         g = g.reshape(-1, *sys_.batch_shape, sys_.m).sum(0)                  # summed over saved times
         grad_u0 = g[..., :sys_.n_u0] if sys_.n_u0 else None
-        gp = g[..., sys_.n_u0:].reshape(-1, sys_.P).sum(0)
         grads, offset = [], 0
+        if not sys_.P:      # u0 alone
+            return (None, None, None, grad_u0)
+        gp = g[..., sys_.n_u0:].reshape(-1, sys_.P).sum(0)
         for leaf, k in zip(sys_.leaves, sys_.sizes):
             grads.append(gp[offset:offset + k].reshape(leaf.shape).to(leaf.dtype))
             offset += k
