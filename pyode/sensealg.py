@@ -115,9 +115,15 @@ class BacksolveAdjoint(AbstractSensitivityAlgorithm):
     wrong or the backward solve fails. ``checkpointing=True`` (the default, as SciMLSensitivity)
     restarts ``u`` from the saved forward state at every save time, which helps when the save times
     are dense enough; prefer :class:`InterpolatingAdjoint` or :class:`GaussAdjoint` for stiff problems.
+
+    Arguments:
+        checkpointing: as above.
+        seminorm: leave ``μ`` out of the backward solve's error control (Kidger, Chen & Lyons 2021;
+            torchdiffeq's ``adjoint_options=dict(norm="seminorm")``); ``u`` and ``λ`` stay in it.
     """
 
     checkpointing: bool = True
+    seminorm: bool = False
 
 
 @dataclass(frozen=True, repr=False)

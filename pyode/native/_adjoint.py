@@ -307,13 +307,20 @@ class AdjointSystem:
         z0 = torch.cat([u_hi.reshape(lam.shape), lam] + ([lam.new_zeros(lam.shape[0], P)] if P else []), -1)
         prob = ODEProblem(f_bs, z0.reshape(*self.batch_shape, z0.shape[-1]), (t_hi, t_lo), None)
 
-        def widen(tol):
-            if not isinstance(tol, torch.Tensor):
-                return tol
-            tol = tol.to(torch.float64)
-            return torch.cat([tol, tol, torch.full((P,), float(tol.min()), dtype=torch.float64)])
+        seminorm = self.seminorm and P > 0
 
-        rtol, atol = widen(self.opts.reltol), widen(self.opts.abstol)
+        def widen(tol, mu_value=None):
+            if not isinstance(tol, torch.Tensor) and not seminorm:
+                return tol
+            tol = torch.as_tensor(tol, dtype=torch.float64).expand(n)
+            if seminorm:
+                # μ out of the error norm (infinite abstol), the RMS then over u and λ alone
+                tol = tol * math.sqrt(2 * n / (2 * n + P))
+            mu = float(tol.min()) if mu_value is None else mu_value
+            return torch.cat([tol, tol, torch.full((P,), mu, dtype=torch.float64)])
+
+        rtol = widen(self.opts.reltol)
+        atol = widen(self.opts.abstol, float("inf") if seminorm else None)
         opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=False, dt=self._dt,
                        tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol)
         # A stiff method differentiates this right-hand side (second derivatives of f) by forward-mode AD.
