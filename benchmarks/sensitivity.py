@@ -496,8 +496,8 @@ def main(argv=None):
         print("  The continuous adjoints without checkpointing keep the forward solve's dense output (every "
               "step's stages) until the backward pass, so their memory grows with the steps; with "
               "checkpointing=True and BacksolveAdjoint only the saved states are kept. DirectAdjoint(checkpoints=K) keeps "
-              "K snapshots between the passes, but recomputes segments of up to 2N/K steps with their graph, so "
-              "its backward peak grows with N.")
+              "K snapshots between the passes and recomputes the steps recursively in the backward pass, holding "
+              "the graph of at most K steps at a time, so its backward peak stays flat too.")
         print()
     if "time" in results:
         print(table_time(results["time"]))
