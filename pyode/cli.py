@@ -1,32 +1,45 @@
-"""The ``pyode`` command line."""
+"""The ``pyode`` command line: ``pyode demo NAME [options]``.
+
+Each demo is a module in :mod:`pyode.demos` with ``DESCRIPTION``, ``add_arguments(parser)`` and
+``main(args) -> int`` (which validates its own options with ``parser.error``-style messages);
+adding one is one line in :data:`DEMOS`.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import List, Optional
 
+# demo name -> module in pyode.demos
 DEMOS = {
-    "orbit": "Arenstorf orbit: work-precision of the explicit methods, a batch of perturbed orbits, "
-             "and a gradient checked against finite differences",
+    "orbit": "orbit",
+    "robertson": "robertson",
 }
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="pyode", description="pyode: ODE solvers and models in PyTorch")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run a demonstration", description="\n".join(
-        f"{k}: {v}" for k, v in DEMOS.items()))
-    demo.add_argument("name", choices=sorted(DEMOS), help="which demo")
-    demo.add_argument("--out", default="pyode-demo", help="folder for plots and results (default: %(default)s)")
-    demo.add_argument("--batch", type=int, default=256, help="perturbed orbits solved as one batch (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        if args.batch < 1:
-            parser.error(f"--batch must be a positive integer; got {args.batch}")
-        from .demos import orbit
+def _demo_module(name: str):
+    return importlib.import_module(f"pyode.demos.{DEMOS[name]}")
 
-        return orbit.run(out=args.out, batch=args.batch)
-    return 2
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyode", description="pyode: ODE solvers and neural ODE models in PyTorch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run a demonstration", description="Run a demonstration; "
+                          "`pyode demo NAME --help` lists its options.")
+    demos = demo.add_subparsers(dest="name", required=True, metavar="NAME")
+    for name in DEMOS:
+        module = _demo_module(name)
+        p = demos.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
+        module.add_arguments(p)
+        p.set_defaults(run=module.main)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,12 +15,13 @@ import os
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from ._problem import ODEProblem
 from ._solve import solve
 
-__all__ = ["DataError", "TimeSeries", "generate_data", "load_csv", "save_csv"]
+__all__ = ["DataError", "TimeSeries", "generate_data", "load_csv", "save_csv", "estimate_derivatives"]
 
 
 class DataError(ValueError):
@@ -428,3 +429,53 @@ def save_csv(series: TimeSeries, path: Union[str, os.PathLike], *, time_col: str
         writer.writerow([time_col, *series.names])
         for ti, ui in zip(t, u):
             writer.writerow([repr(ti), *(repr(v) for v in ui)])
+
+
+def estimate_derivatives(t: Any, u: Any, *, log_time: Optional[bool] = None,
+                         smoothing: Union[None, str, float] = None) -> torch.Tensor:
+    """``du/dt`` at the observation times, from a spline through the data (for collocation fits).
+
+    The spline is taken in ``s = ln t`` when the times are positive and span more than three
+    decades (``log_time=None`` decides so; kinetics observed at log-spaced times), else in ``t``:
+    a curve that is smooth in ``ln t`` is badly resolved by a spline in ``t``. ``du/dt`` is then
+    ``(du/ds) / t``.
+
+    Arguments:
+        t: times ``(T,)``, strictly increasing; u: values ``(T, n)``.
+        log_time: force (True) or forbid (False) the log-time spline.
+        smoothing: None interpolates (a not-a-knot cubic spline: exact data, derivatives accurate
+            to the spline's O(h³)); ``"gcv"`` or a number fits a smoothing spline instead
+            (``scipy.interpolate.make_smoothing_spline`` with that ``lam``, or chosen by
+            generalised cross-validation) — for noisy data, whose interpolant's derivative is noise.
+
+    Returns:
+        ``(T, n)`` float64 derivative estimates.
+
+    Raises:
+        DataError: for fewer than 4 times, times that do not increase, or ``log_time=True`` with
+            non-positive times.
+    """
+    from scipy.interpolate import CubicSpline, make_smoothing_spline
+
+    tt = torch.as_tensor(t, dtype=torch.float64).detach().cpu()
+    uu = torch.as_tensor(u).detach().cpu().to(torch.float64)
+    if tt.ndim != 1 or uu.ndim != 2 or uu.shape[0] != tt.shape[0]:
+        raise DataError(f"t must be (T,) and u (T, n); got {tuple(tt.shape)} and {tuple(uu.shape)}")
+    if tt.shape[0] < 4:
+        raise DataError(f"estimating derivatives needs at least 4 times; got {tt.shape[0]}")
+    if not bool((tt.diff() > 0).all()):
+        raise DataError("t must strictly increase to estimate derivatives")
+    positive = bool((tt > 0).all())
+    if log_time is None:
+        log_time = positive and float(tt[-1] / tt[0]) > 1e3
+    if log_time and not positive:
+        raise DataError("log_time=True needs positive times; drop t <= 0 or pass log_time=False")
+    x = (tt.log() if log_time else tt).numpy()
+    y = uu.numpy()
+    if smoothing is None:
+        d = CubicSpline(x, y, bc_type="not-a-knot")(x, 1)
+    else:
+        lam = None if smoothing == "gcv" else float(smoothing)
+        d = np.stack([make_smoothing_spline(x, y[:, i], lam=lam).derivative()(x) for i in range(y.shape[1])], -1)
+    dudt = torch.from_numpy(np.ascontiguousarray(d))
+    return dudt / tt[:, None] if log_time else dudt

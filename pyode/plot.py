@@ -40,6 +40,8 @@ def _as_array(name: str, x: Any) -> np.ndarray:
     except ImportError:  # pragma: no cover - torch is a dependency of pyode
         pass
     arr = np.asarray(x)
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.int8)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must hold real numbers; got an array of dtype {arr.dtype}")
     return arr.astype(np.float64)
@@ -58,14 +60,17 @@ def _save(fig, path: Optional[PathLike]) -> None:
 
 
 def trajectories(t: Any, data: Any = None, prediction: Any = None, *, names: Optional[Sequence[str]] = None,
-                 logx: Optional[bool] = None, scale: Union[None, str, Sequence[Optional[str]]] = None,
+                 t_prediction: Any = None, holdout: Any = None, logx: Optional[bool] = None, scale: Union[None, str, Sequence[Optional[str]]] = None,
                  path: Optional[PathLike] = None, title: Optional[str] = None):
     """One subplot per species: data as markers, prediction as lines, against time.
 
     Arguments:
         t: times, shape ``(T,)`` (tensor, array or list).
         data: observations, shape ``(T, n)`` (or ``(T,)`` for one species); NaNs are not drawn.
-        prediction: model output at the same times, shape ``(T, n)`` (or ``(T,)``).
+        prediction: model output at the same times, shape ``(T, n)`` (or ``(T,)``), or at the times
+            ``t_prediction`` (e.g. a finer grid), shape ``(len(t_prediction), n)``.
+        t_prediction: the times of ``prediction`` when they are not ``t``.
+        holdout: boolean mask ``(T,)`` of data points held out of training (drawn hollow).
         names: ``n`` species names (default ``u1 ... un``).
         logx: log time axis; ``None`` picks one when ``t`` has no negative values and its positive
             values span more than three decades (points at ``t = 0`` are then not drawn).
@@ -87,20 +92,29 @@ def trajectories(t: Any, data: Any = None, prediction: Any = None, *, names: Opt
         raise ValueError(f"t must have shape (T,); got shape {t.shape}")
     if data is None and prediction is None:
         raise ValueError("pass data, prediction or both; there is nothing to plot")
+    tp = t if t_prediction is None else _as_array("t_prediction", t_prediction)
+    if tp.ndim != 1:
+        raise ValueError(f"t_prediction must have shape (T,); got shape {tp.shape}")
     series: Dict[str, np.ndarray] = {}
-    for name, values in (("data", data), ("prediction", prediction)):
+    for name, values, times in (("data", data, t), ("prediction", prediction, tp)):
         if values is None:
             continue
         arr = _as_array(name, values)
         if arr.ndim == 1:
             arr = arr[:, None]
-        if arr.ndim != 2 or arr.shape[0] != t.shape[0]:
-            raise ValueError(f"{name} must have shape (T, n) with T = len(t) = {t.shape[0]}; got {name} shape "
-                             f"{np.shape(values)} and t shape {t.shape}")
+        if arr.ndim != 2 or arr.shape[0] != times.shape[0]:
+            which = "t" if times is t else "t_prediction"
+            raise ValueError(f"{name} must have shape (T, n) with T = len({which}) = {times.shape[0]}; got {name} "
+                             f"shape {np.shape(values)} and {which} shape {times.shape}")
         series[name] = arr
-    if len(series) == 2 and series["data"].shape != series["prediction"].shape:
-        raise ValueError(f"data and prediction must have the same shape; got data {series['data'].shape} and "
-                         f"prediction {series['prediction'].shape}")
+    if len(series) == 2 and series["data"].shape[1] != series["prediction"].shape[1]:
+        raise ValueError(f"data and prediction must have the same number of species; got data "
+                         f"{series['data'].shape} and prediction {series['prediction'].shape}")
+    held = None
+    if holdout is not None:
+        held = _as_array("holdout", holdout) != 0
+        if held.shape != t.shape:
+            raise ValueError(f"holdout must be a mask of shape {t.shape} (one flag per time); got {held.shape}")
     n = next(iter(series.values())).shape[1]
     if names is None:
         names = [f"u{i + 1}" for i in range(n)]
@@ -117,6 +131,11 @@ def trajectories(t: Any, data: Any = None, prediction: Any = None, *, names: Opt
             raise ValueError(f"scale must be 'linear', 'log', 'symlog' or None; got {s!r}")
     if logx is None:
         logx = bool((t >= 0).all()) and _spans_decades(t)
+    if logx:        # t = 0 has no place on a log axis
+        keep = tp > 0
+        tp = tp[keep]
+        if "prediction" in series:
+            series["prediction"] = series["prediction"][keep]
 
     Figure = _figure_class()
     cols = min(n, 3)
@@ -132,9 +151,12 @@ def trajectories(t: Any, data: Any = None, prediction: Any = None, *, names: Opt
         ax_scale = scales[i] or ("log" if (values[np.isfinite(values)] > 0).all() and _spans_decades(values)
                                  else "linear")
         if "data" in series:
-            ax.plot(t, series["data"][:, i], "o", ms=3, color=f"C{i % 10}", alpha=0.7, label="data")
+            fit = np.ones_like(t, dtype=bool) if held is None else ~held
+            ax.plot(t[fit], series["data"][fit, i], "o", ms=3, color=f"C{i % 10}", alpha=0.7, label="data")
+            if held is not None:
+                ax.plot(t[held], series["data"][held, i], "o", ms=5, mfc="none", color="k", label="held out")
         if "prediction" in series:
-            ax.plot(t, series["prediction"][:, i], "-", lw=1.5, color=f"C{i % 10}", label="prediction")
+            ax.plot(tp, series["prediction"][:, i], "-", lw=1.5, color=f"C{i % 10}", label="prediction")
         ax.set_xscale("log" if logx else "linear")
         ax.set_yscale(ax_scale)
         ax.set_title(names[i])

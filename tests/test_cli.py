@@ -28,3 +28,24 @@ def test_unknown_demo(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_robertson_demo_smoke(tmp_path):
+    # the whole pipeline in a few epochs: data, collocation warm start, training, metrics, plots
+    assert main(["demo", "robertson", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3
+    # the warm-started model is already within the target; training must not have broken it
+    assert metrics["target_reached"], metrics
+    assert max(metrics["held_out_error"].values()) < 0.02
+    for name in ("robertson.png", "loss.png", "data.csv", "model.pt", "checkpoint.pt"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_robertson_demo_bad_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "robertson", "--epochs", "0"])
+    assert "--epochs must be a positive integer; got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "robertson", "--noise", "-1"])
+    assert "--noise must be a finite number >= 0" in capsys.readouterr().err

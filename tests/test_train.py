@@ -362,9 +362,18 @@ def test_trajectories_scales_and_shape_errors():
     fig = plot.trajectories(t, prediction=np.ones((10, 3)), logx=True, scale=["log", None, "symlog"])
     assert [ax.get_xscale() for ax in fig.axes[:3]] == ["log"] * 3
     assert [ax.get_yscale() for ax in fig.axes[:3]] == ["log", "linear", "symlog"]
-    with pytest.raises(ValueError, match=r"data and prediction must have the same shape; got data \(10, 2\) and "
-                                         r"prediction \(10, 3\)"):
+    with pytest.raises(ValueError, match=r"data and prediction must have the same number of species; got data "
+                                         r"\(10, 2\) and prediction \(10, 3\)"):
         plot.trajectories(t, np.ones((10, 2)), np.ones((10, 3)))
+    with pytest.raises(ValueError, match=r"prediction must have shape \(T, n\) with T = len\(t_prediction\) = 5"):
+        plot.trajectories(t, np.ones((10, 2)), np.ones((10, 2)), t_prediction=np.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match=r"holdout must be a mask of shape \(10,\)"):
+        plot.trajectories(t, np.ones((10, 2)), holdout=np.zeros(3, dtype=bool))
+    # a finer prediction grid and held-out points: drawn as separate lines
+    fig = plot.trajectories(t, np.ones((10, 2)), np.ones((50, 2)), t_prediction=np.linspace(0, 1, 50),
+                            holdout=np.arange(10) % 5 == 4)
+    lines = fig.axes[0].get_lines()
+    assert [len(line.get_xdata()) for line in lines] == [8, 2, 50]
     with pytest.raises(ValueError, match=r"prediction must have shape \(T, n\) with T = len\(t\) = 10; got "
                                          r"prediction shape \(9, 2\)"):
         plot.trajectories(t, prediction=np.ones((9, 2)))

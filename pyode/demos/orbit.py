@@ -18,6 +18,22 @@ from .. import DP5, DP8, BS3, Tsit5, Vern7, solve
 from ..problems import ARENSTORF_PERIOD, arenstorf
 
 
+DESCRIPTION = ("Arenstorf orbit: work-precision of the explicit methods, a batch of perturbed orbits, "
+               "and a gradient checked against finite differences")
+
+
+def add_arguments(parser) -> None:
+    from ._args import positive_int
+
+    parser.add_argument("--out", default="pyode-demo/orbit", help="folder for plots and results (default: %(default)s)")
+    parser.add_argument("--batch", type=positive_int("--batch"), default=256,
+                        help="perturbed orbits solved as one batch (default: %(default)s)")
+
+
+def main(args) -> int:
+    return run(out=args.out, batch=args.batch)
+
+
 def _return_error(u_end, u0):
     return float((u_end[:2] - u0[:2]).norm())
 
