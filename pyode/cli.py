@@ -15,6 +15,7 @@ from typing import List, Optional
 DEMOS = {
     "orbit": "orbit",
     "robertson": "robertson",
+    "spiral": "spiral",
 }
 
 
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = demos.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
         module.add_arguments(p)
         p.set_defaults(run=module.main)
+    from . import fit_cli
+    fit = sub.add_parser("fit", help=fit_cli.DESCRIPTION, description=fit_cli.DESCRIPTION)
+    fit_cli.add_arguments(fit)
+    fit.set_defaults(run=fit_cli.main)
     return parser
 
 
