@@ -34,10 +34,11 @@ from typing import Dict
 
 import torch
 
-from .. import ReturnCode, Rodas5P, solve
+from .. import ReturnCode, Rodas5P, SolveError, plot
 from ..data import estimate_derivatives, generate_data, save_csv
 from ..nn import Conserving, NeuralODE, PolynomialNetwork, SpeciesScaling, Sum, mlp
 from ..problems import robertson
+from ..train import EarlyStopping, fit
 
 NAMES = ("A", "B", "C")
 T_FIRST, T_LAST, N_TIMES = 1e-5, 1e5, 50
@@ -107,12 +108,21 @@ def held_out_error(model: torch.nn.Module, series, test_mask: torch.Tensor, span
 
 def run(out: str = "pyode-demo/robertson", epochs: int = None, full: bool = False, model: str = "polynomial",
         noise: float = 0.0, seed: int = 0, resume: bool = False, smoke: bool = False, progress: bool = True) -> int:
-    from .. import plot
-    from ..train import EarlyStopping, fit
 
     start = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
+    # Three species: every tensor is tiny, threads only add synchronisation (and collapse when the
+    # machine is busy).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(out, epochs, full, model, noise, seed, resume, smoke, progress, start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out, epochs, full, model, noise, seed, resume, smoke, progress, start) -> int:
     if epochs is None:
         epochs = 3 if smoke else (FULL_EPOCHS if full else DEFAULT_EPOCHS)[model]
 
@@ -137,6 +147,11 @@ def run(out: str = "pyode-demo/robertson", epochs: int = None, full: bool = Fals
         resid = poly.fit_least_squares(u_train, dudt, weights=t_train)
         poly.coefficients.requires_grad_(False)        # kept: training adjusts the correction
         warm = held_out_error(net, series, test_mask, span)
+        if not warm["ok"]:
+            print(f"the collocation warm start gave a model whose solve fails ({warm['retcode']}): the least-squares "
+                  f"fit needs accurate derivative estimates, which noisy data (--noise {noise:g}) do not give "
+                  "(measured: 1% noise makes the fitted model unstable). Use exact data, or --model mlp.")
+            return 1
         print(f"collocation warm start (least squares on spline derivatives in ln t): residual "
               f"{', '.join(f'{r:.2g}' for r in resid.tolist())}; held-out error "
               f"{', '.join(f'{n} {100 * e:.3g}%' for n, e in zip(NAMES, warm['test']))}")
@@ -152,12 +167,25 @@ def run(out: str = "pyode-demo/robertson", epochs: int = None, full: bool = Fals
     trainable = [p for p in net.parameters() if p.requires_grad]
     print(f"training {sum(p.numel() for p in trainable)} parameters for {epochs} epochs through Rodas5P "
           f"(reltol 1e-6, DirectAdjoint), AdamW")
-    history = fit(net, loss_fn, epochs=epochs, optimizer=lambda ps: torch.optim.AdamW(trainable, lr=1e-4 if model ==
+    try:
+        history = _train(net, loss_fn, epochs, trainable, model, out, resume, progress)
+    except SolveError as exc:
+        print(f"training stopped: a solve of the model failed ({exc}).\nThe checkpoint in {out} holds the last "
+              "good parameters; try a smaller learning rate (--epochs with --resume continues from it).")
+        return 1
+    return _report(net, history, series, test_mask, span, model, noise, seed, start, out, smoke)
+
+
+def _train(net, loss_fn, epochs, trainable, model, out, resume, progress):
+    """AdamW with Kim et al.'s per-step gradient rescaling; the best parameters are kept."""
+    return fit(net, loss_fn, epochs=epochs, optimizer=lambda ps: torch.optim.AdamW(trainable, lr=1e-4 if model ==
                   "polynomial" else 5e-3, weight_decay=0.0 if model == "polynomial" else 1e-2),
                   rescale_grad_norm=1.0, early_stopping=EarlyStopping(patience=max(50, epochs // 5), restore_best=True),
                   checkpoint=os.path.join(out, "checkpoint.pt"), checkpoint_every=10, resume=resume,
                   progress=progress)
 
+
+def _report(net, history, series, test_mask, span, model, noise, seed, start, out, smoke) -> int:
     # 4. results
     result = held_out_error(net, series, test_mask, span)
     elapsed = time.perf_counter() - start
