@@ -8,6 +8,7 @@ from ._retcode import ReturnCode, SolveError
 from ._solution import ODESolution, SolverStats
 from ._solve import solve
 from . import problems
+from . import data, losses, nn, plot, train     # models, losses, the fit loop (import torch only)
 from .algorithms import (BS3, DP5, DP8, FBDF, QNDF, RK4, AbstractAlgorithm, AutoDP5, AutoSwitch, AutoTsit5, AutoVern7,
                          Euler, KenCarp4, Kvaerno5, Midpoint, RadauIIA5, Rodas4, Rodas5P, Rosenbrock23, Tsit5, Vern7)
 from .controllers import IController, PIController, PredictiveController
