@@ -112,7 +112,10 @@ class SpeciesScaling(nn.Module):
             raise TypeError(f"net must be a module or callable; got {type(net).__name__}")
         self.net = net
         ys = _as_vector("yscale", yscale)
-        ts = float(_as_vector("tscale", tscale).reshape(-1)[0])
+        ts = _as_vector("tscale", tscale)
+        if ts.numel() != 1:
+            raise ValueError(f"tscale must be a single positive number (a time scale); got {ts.tolist()}")
+        ts = float(ts[0])
         self.register_buffer("yscale", ys)
         self.tscale = ts
         self.scale_input, self.time_dependent = scale_input, time_dependent
@@ -271,7 +274,8 @@ class Conserving(nn.Module):
     """``P f(u)``: a right-hand side projected so that linear invariants ``M u`` stay constant.
 
     Arguments:
-        model: the right-hand side ``(u[, t]) -> du/dt``.
+        model: the right-hand side ``(u[, t]) -> du/dt``, called as ``model(u)`` when no time is
+            given (a plain :func:`mlp` works) and ``model(u, t)`` otherwise.
         invariants: ``(m, n)`` matrix ``M`` of conserved linear combinations, e.g. ``ones(1, n)``
             for total mass or an element-balance matrix; ``P = I - Mᵀ(MMᵀ)⁻¹M``.
     """
@@ -285,7 +289,7 @@ class Conserving(nn.Module):
         self.register_buffer("projector", torch.eye(M.shape[1], dtype=torch.float64) - M.T @ torch.linalg.pinv(M @ M.T) @ M)
 
     def forward(self, u: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
-        du = self.model(u, t)
+        du = self.model(u) if t is None else self.model(u, t)
         if du.shape[-1] != self.projector.shape[0]:
             raise ValueError(f"the model returned {du.shape[-1]} components; the invariants have "
                              f"{self.projector.shape[0]} columns")
@@ -293,7 +297,11 @@ class Conserving(nn.Module):
 
 
 class Sum(nn.Module):
-    """``Σ_k model_k(u, t)``: e.g. a mechanistic or polynomial model plus a network correction."""
+    """``Σ_k model_k(u[, t])``: e.g. a mechanistic or polynomial model plus a network correction.
+
+    Each model is called as ``model(u)`` when no time is given and ``model(u, t)`` otherwise;
+    plain functions are called as ``fn(u, t)`` (``t`` possibly None).
+    """
 
     def __init__(self, *models: Callable):
         super().__init__()
@@ -302,9 +310,10 @@ class Sum(nn.Module):
         self.terms = nn.ModuleList([m if isinstance(m, nn.Module) else _Wrapped(m) for m in models])
 
     def forward(self, u: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
-        out = self.terms[0](u, t)
+        args = (u,) if t is None else (u, t)       # models of u alone (an mlp) work when no time is given
+        out = self.terms[0](*args)
         for m in self.terms[1:]:
-            out = out + m(u, t)
+            out = out + m(*args)
         return out
 
 
