@@ -14,6 +14,7 @@ from typing import List, Optional
 # demo name -> module in pyode.demos
 DEMOS = {
     "orbit": "orbit",
+    "lotka-volterra-ude": "lotka_volterra_ude",
     "robertson": "robertson",
     "spiral": "spiral",
 }
