@@ -23,7 +23,6 @@ another model); 130 interrupted (Ctrl-C; the last checkpoint is intact).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import math
 import os
@@ -72,30 +71,6 @@ _STIFF = ("rosenbrock23", "rodas4", "rodas5p", "kencarp4", "kvaerno5", "radauiia
 
 # ---- argument types ---------------------------------------------------------------------------------
 
-def _name_in(table: Dict[str, Any], what: str):
-    """An argparse ``type`` accepting a key of ``table`` (any case); unknown names list the choices."""
-    def parse(text: str) -> str:
-        key = text.strip().lower()
-        if key in table:
-            return key
-        close = difflib.get_close_matches(key, list(table), n=2, cutoff=0.5)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        raise argparse.ArgumentTypeError(f"unknown {what} {text!r}; {hint}choose one of: {', '.join(table)}")
-    return parse
-
-
-def _positive_float(flag: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number; got {text!r}") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{flag} must be a finite number > 0; got {text}")
-        return value
-    return parse
-
-
 def _holdout(text: str) -> int:
     try:
         value = int(text)
@@ -116,34 +91,34 @@ def _columns(text: str) -> List[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .demos._args import positive_int
+    from .demos._args import name_in, positive_float, positive_int
 
     parser.add_argument("data", help="CSV file: a header row, then one row per time")
     parser.add_argument("--time-col", default="t", help="name of the time column (default: %(default)s)")
     parser.add_argument("--columns", type=_columns, default=None,
                         help="comma-separated data columns to fit, e.g. A,B,C (default: all but the time column)")
-    parser.add_argument("--alg", type=_name_in(ALGORITHMS, "algorithm"), default="rodas5p",
+    parser.add_argument("--alg", type=name_in(ALGORITHMS, "algorithm"), default="rodas5p",
                         help=f"solver: {', '.join(ALGORITHMS)} (default: %(default)s; stiff and robust — "
                              "tsit5 is faster for non-stiff data)")
-    parser.add_argument("--sensealg", type=_name_in(SENSEALGS, "sensitivity algorithm"),
+    parser.add_argument("--sensealg", type=name_in(SENSEALGS, "sensitivity algorithm"),
                         default="direct", help=f"how gradients are computed: {', '.join(SENSEALGS)} "
                                                "(default: %(default)s, backpropagation through the solver)")
     parser.add_argument("--width", type=positive_int("--width"), default=32, help="hidden units per layer "
                         "(default: %(default)s)")
     parser.add_argument("--depth", type=positive_int("--depth"), default=3, help="hidden layers (default: %(default)s)")
-    parser.add_argument("--activation", type=_name_in(_activations(), "activation"),
+    parser.add_argument("--activation", type=name_in(_activations(), "activation"),
                         default="gelu", help=f"{', '.join(_activations())} (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int("--epochs"), default=300,
                         help="total training epochs, one optimizer step each (default: %(default)s); with --resume "
                              "training continues up to this total")
-    parser.add_argument("--lr", type=_positive_float("--lr"), default=3e-2,
+    parser.add_argument("--lr", type=positive_float("--lr"), default=3e-2,
                         help="Adam's learning rate while the fitted window grows, then decayed to 1/100 of it "
                              "(default: %(default)s)")
     parser.add_argument("--holdout", type=_holdout, default=None, metavar="K",
                         help="hold out every K-th time (K >= 2) and report the error there (default: none)")
-    parser.add_argument("--reltol", type=_positive_float("--reltol"), default=1e-6,
+    parser.add_argument("--reltol", type=positive_float("--reltol"), default=1e-6,
                         help="solver relative tolerance (default: %(default)s)")
-    parser.add_argument("--abstol", type=_positive_float("--abstol"), default=None,
+    parser.add_argument("--abstol", type=positive_float("--abstol"), default=None,
                         help="solver absolute tolerance (default: 1e-3 × reltol × the smallest species' max |value|)")
     parser.add_argument("--maxiters", type=positive_int("--maxiters"), default=20_000,
                         help="solver step attempts per solve before it gives up (default: %(default)s)")
@@ -209,18 +184,14 @@ class _Failure(Exception):
 
 
 def main(args: argparse.Namespace) -> int:
-    threads = torch.get_num_threads()
-    # The network and state are small (tens of numbers per evaluation): intra-op threads cannot
-    # help, and on a busy machine they made each epoch several times slower (measured: 16 ms with
-    # one thread, 120 ms with two on the spiral's training step).
-    torch.set_num_threads(1)
+    from .demos._args import one_thread
+
     try:
-        return _run(args)
+        with one_thread():
+            return _run(args)
     except _Failure as err:
         print(f"{_PROG}: error: {err}", file=sys.stderr)
         return err.code
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _scales(series, scaling: str) -> torch.Tensor:

@@ -284,14 +284,10 @@ def evaluate(model: ShootingModel, data: TimeSeries) -> Dict[str, object]:
 
 def run(out: str = "pyode-demo/lotka-volterra-ude", epochs: int = None, noise: float = 0.05, seed: int = 0,
         smoke: bool = False, progress: bool = True) -> int:
-    # The tensors here hold a few dozen numbers: a second intra-op thread only spins (measured: twice
-    # the CPU time for the same wall time, and epochs up to 100 times slower on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from ._args import one_thread
+
+    with one_thread():
         return _run(out, epochs, noise, seed, smoke, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(out: str, epochs: int, noise: float, seed: int, smoke: bool, progress: bool) -> int:

@@ -39,6 +39,7 @@ from ..data import estimate_derivatives, generate_data, save_csv
 from ..nn import Conserving, NeuralODE, PolynomialNetwork, SpeciesScaling, Sum, mlp
 from ..problems import robertson
 from ..train import EarlyStopping, fit
+from ._args import one_thread
 
 NAMES = ("A", "B", "C")
 T_FIRST, T_LAST, N_TIMES = 1e-5, 1e5, 50
@@ -112,14 +113,8 @@ def run(out: str = "pyode-demo/robertson", epochs: int = None, full: bool = Fals
     start = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
-    # Three species: every tensor is tiny, threads only add synchronisation (and collapse when the
-    # machine is busy).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _run(out, epochs, full, model, noise, seed, resume, smoke, progress, start)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(out, epochs, full, model, noise, seed, resume, smoke, progress, start) -> int:

@@ -47,13 +47,13 @@ TARGET = 0.1
 
 
 def add_arguments(parser) -> None:
-    from ..fit_cli import SENSEALGS, _name_in
-    from ._args import positive_int
+    from ..fit_cli import SENSEALGS
+    from ._args import name_in, positive_int
 
     parser.add_argument("--out", default="pyode-demo/spiral", help="output folder (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int("--epochs"), default=None,
                         help=f"training steps, one mini-batch of {BATCH_SIZE} windows each (default: {DEFAULT_EPOCHS})")
-    parser.add_argument("--sensealg", type=_name_in(SENSEALGS, "sensitivity algorithm"),
+    parser.add_argument("--sensealg", type=name_in(SENSEALGS, "sensitivity algorithm"),
                         default="direct", help=f"how gradients are computed: {', '.join(SENSEALGS)} "
                                                "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -129,11 +129,9 @@ def run(out: str = "pyode-demo/spiral", epochs: int = None, sensealg: str = "dir
 
     if sensealg not in SENSEALGS:
         raise ValueError(f"sensealg must be one of {list(SENSEALGS)}; got {sensealg!r}")
-    threads = torch.get_num_threads()
-    # Each step works on 20 × 50 numbers: intra-op threads cannot help, and on a busy 2-core machine
-    # two of them made a training step 7× slower (measured: 16 ms with one thread, 120 ms with two).
-    torch.set_num_threads(1)
-    try:
+    from ._args import one_thread
+
+    with one_thread():
         start = time.perf_counter()
         os.makedirs(out, exist_ok=True)
         torch.manual_seed(seed)
@@ -207,8 +205,6 @@ def run(out: str = "pyode-demo/spiral", epochs: int = None, sensealg: str = "dir
             plot.loss_curve(history, path=os.path.join(out, "loss.png"))
         print(f"wrote {out}/spiral.png, loss.png, metrics.json, model.pt, checkpoint.pt")
         return 0 if ok or smoke else 1
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _plot(model: nn.Module, times: torch.Tensor, data: torch.Tensor, pred, err: Dict[str, float], path: str) -> None:
