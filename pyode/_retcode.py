@@ -22,6 +22,8 @@ class ReturnCode(enum.IntEnum):
     InitialFailure = 4
     ConvergenceFailure = 5
     Terminated = 6
+    #: a failure the solver reported without a more specific code (julia engine: MaxTime, Infeasible, ...)
+    Failure = 7
 
     @property
     def successful(self) -> bool:
@@ -40,6 +42,7 @@ _EXPLANATIONS = {
     ReturnCode.InitialFailure: "f(u0, p, t0) is not finite",
     ReturnCode.ConvergenceFailure: "the nonlinear (Newton) iterations did not converge",
     ReturnCode.Terminated: "the integration was terminated early on request",
+    ReturnCode.Failure: "the solver reported a failure without a more specific code",
 }
 
 

@@ -23,7 +23,7 @@ __all__ = ["solve"]
 
 _KEYWORDS = ("saveat", "reltol", "abstol", "dt", "adaptive", "maxiters", "dtmin", "dtmax", "tstops",
              "controller", "throw", "progress", "dense", "sensealg", "backend")
-_BACKENDS = ("native",)
+_BACKENDS = ("native", "julia")
 
 
 def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: Any = None,
@@ -64,7 +64,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             (default: autograd through the solver), :class:`ForwardSensitivity`,
             :class:`BacksolveAdjoint`, :class:`InterpolatingAdjoint`, :class:`QuadratureAdjoint` or
             :class:`GaussAdjoint`.
-        backend: ``"native"``.
+        backend: ``"native"`` (default: pyode's own PyTorch solvers) or ``"julia"``
+            (DifferentialEquations.jl and SciMLSensitivity.jl through juliacall, same names and
+            results; see :mod:`pyode.julia` and the README's section for Julia users).
 
     Returns:
         :class:`ODESolution`.
@@ -146,6 +148,18 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     elif not isinstance(sensealg, AbstractSensitivityAlgorithm):
         raise TypeError(f"sensealg must be a pyode.sensealg object such as DirectAdjoint() or ForwardSensitivity(); "
                         f"got {type(sensealg).__name__}")
+
+    if backend == "julia":
+        from .julia._engine import solve_julia
+
+        raw = solve_julia(prob, alg, saveat=saveat_v, reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive,
+                          maxiters=maxiters, dtmin=None if dtmin is None else dtmin_v,
+                          dtmax=None if dtmax is None else dtmax_v, tstops=tstops_v, controller=user_controller,
+                          progress=progress, dense=dense, sensealg=sensealg, single=u0.ndim == 1)
+        return _wrap(prob, alg, raw, throw, adaptive)
+    if getattr(prob.f, "_pyode_julia_only", False):
+        raise ValueError("prob.f is written in Julia (pyode.julia.ode_function): solve it with backend='julia', "
+                         "or write f in PyTorch for the native engine")
 
     from .native._integrate import SolveOptions, integrate
 

@@ -274,7 +274,7 @@ def test_rhs_returning_non_tensor():
     (dict(throw=1), TypeError, "throw must be True or False"),
     (dict(progress=None), TypeError, "progress must be True or False"),
     (dict(dense="no"), TypeError, "dense must be True, False or None"),
-    (dict(backend="julia"), ValueError, r"backend='julia' is not available"),
+    (dict(backend="fortran"), ValueError, r"backend='fortran' is not available"),
     (dict(rtol=1e-6), TypeError, r"unknown keyword argument 'rtol'; did you mean 'reltol'\?"),
     (dict(savat=[0.5]), TypeError, r"unknown keyword argument 'savat'; did you mean 'saveat'\?"),
     (dict(foo=1), TypeError, r"unknown keyword argument 'foo' Known keywords"),

@@ -1,0 +1,268 @@
+"""The julia engine: ``solve(prob, alg, ..., backend="julia")``.
+
+Python validates (``pyode.solve`` did), translates the algorithm, controller and sensitivity
+algorithm through the tables, picks the route of the right-hand side, and hands arrays to
+``PyodeBridge.solve_batch``. Gradients: a ``torch.autograd.Function`` whose forward runs the
+solves under ``Zygote.pullback`` (with the mapped SciMLSensitivity algorithm) and whose backward
+calls those pullbacks; the parameter gradient arrives as one flat vector and flows back to the
+user's tensors through the ``torch.cat`` that built it.
+
+Routes of ``f`` (fastest first):
+1. :class:`~pyode.julia.JuliaFunction` (Julia source, optionally calling translated networks);
+2. a :class:`pyode.nn.NeuralODE` over an ``nn.Sequential``: the network is translated to Julia;
+3. any other Python callable ``f(u, p, t)``, called back from Julia with its vector-Jacobian
+   products, Jacobian and time derivative from torch (slow: every evaluation crosses into Python).
+"""
+from __future__ import annotations
+
+import weakref
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._params import parameter_leaves
+from .._retcode import ReturnCode
+from ..sensealg import AbstractSensitivityAlgorithm
+from . import _runtime
+from ._functions import JuliaFunction, ode_function, sequential_of
+from ._tables import julia_algorithm, julia_controller, julia_sensealg, retcode_from_julia
+
+__all__ = ["solve_julia"]
+
+_EVALUATED: Dict[str, Any] = {}
+_NETWORK_FUNCTIONS: "weakref.WeakKeyDictionary[nn.Module, JuliaFunction]" = weakref.WeakKeyDictionary()
+
+
+def _evaluate(bridge, source: str):
+    """A Julia value for source (constructors are evaluated once per session)."""
+    if source not in _EVALUATED:
+        _EVALUATED[source] = bridge.evaluate(source)
+    return _EVALUATED[source]
+
+
+def solve_julia(prob, alg, *, saveat, reltol, abstol, dt, adaptive, maxiters, dtmin, dtmax, tstops, controller,
+                progress, dense, sensealg: AbstractSensitivityAlgorithm, single: bool):
+    """Solve on the julia engine; returns the engine-neutral record that ``pyode.solve`` wraps."""
+    u0 = prob.u0
+    if u0.device.type != "cpu":
+        raise ValueError(f"u0 is on {u0.device}; the julia engine runs on the CPU: pass u0.cpu() (and CPU "
+                         "parameters), or use backend='native' for CUDA")
+    if any(leaf is not None and leaf.requires_grad for leaf in prob.time_leaves) or \
+            (isinstance(saveat, torch.Tensor) and saveat.requires_grad):
+        raise ValueError("gradients with respect to tspan or saveat are not available on the julia engine; "
+                         "pass plain numbers, or use backend='native'")
+    n = u0.shape[-1]
+    batch = int(torch.Size(prob.batch_shape).numel())
+    u0_flat = u0.reshape(batch, n)
+    t0, t1 = prob.tspan
+
+    bridge = _runtime.bridge()
+    route = _route(prob)
+    python_rhs = route.kind == "python"
+    alg_jl = _evaluate(bridge, julia_algorithm(alg, finite_differences=python_rhs))
+    sense_src, seminorm = julia_sensealg(sensealg, python_rhs=python_rhs)
+    sense_jl = _evaluate(bridge, sense_src)
+
+    kw: Dict[str, Any] = dict(reltol=_tol(reltol), abstol=_tol(abstol), maxiters=int(maxiters))
+    if dt is not None:
+        kw["dt"] = float(dt)
+    if not adaptive:
+        kw["adaptive"] = False
+    for name, v in (("dtmin", dtmin), ("dtmax", dtmax)):
+        if v is not None:
+            kw[name] = float(v)
+    if tstops is not None:
+        kw["tstops"] = tstops.numpy()
+    if saveat is not None:
+        kw["saveat"] = saveat.numpy()
+    elif not single:
+        kw["saveat"] = np.array([t0, t1])     # a batch saves t0 and t1, as the native engine
+    kw["dense"] = bool(dense)
+    if progress:
+        kw["progress"] = True
+    ctrl = julia_controller(controller, alg)
+    if ctrl is not None:
+        kw["controller"] = _evaluate(bridge, ctrl)
+    if seminorm:
+        kw["internalnorm"] = bridge.Seminorm(n)
+    opts = bridge.options(**kw)
+
+    theta = route.theta
+    needs_grad = torch.is_grad_enabled() and (u0.requires_grad or theta.requires_grad)
+    run = _Run(bridge, route.function, u0_flat, theta, (t0, t1), alg_jl, opts, sense_jl, batch, n, bool(dense))
+    if needs_grad:
+        u = _JuliaSolve.apply(run, u0_flat, theta)
+    else:
+        u = run.forward(differentiate=False)
+    return run.record(u.to(u0.dtype), saveat, single)
+
+
+class _Route(SimpleNamespace):
+    kind: str           # "julia" or "python"
+    function: Any       # the Julia ODEFunction
+    theta: torch.Tensor
+
+
+def _route(prob) -> _Route:
+    bridge = _runtime.bridge()
+    f = prob.f
+    if not isinstance(f, JuliaFunction):
+        net = sequential_of(prob)
+        if net is not None:                         # a NeuralODE over a translatable network
+            if net not in _NETWORK_FUNCTIONS:
+                _NETWORK_FUNCTIONS[net] = ode_function(net)
+            jf = _NETWORK_FUNCTIONS[net]
+            return _Route(kind="julia", function=_compiled(bridge, jf, 0), theta=jf.theta(None))
+        return _python_route(prob, bridge)
+    theta = f.theta(prob.p)
+    n_user = theta.numel() - sum(tr.n_params for tr in f.networks.values())
+    return _Route(kind="julia", function=_compiled(bridge, f, n_user), theta=theta)
+
+
+def _compiled(bridge, jf: JuliaFunction, n_user: int):
+    if n_user not in jf._compiled:
+        source = jf.julia_source(n_user)
+        try:
+            g = bridge.evaluate(source)
+        except Exception as err:
+            raise ValueError(f"the Julia source of {jf!r} does not evaluate in Julia:\n{err}\n"
+                             f"Composed source:\n{source}") from err
+        jf._compiled[n_user] = bridge.julia_function(g)
+    return jf._compiled[n_user]
+
+
+def _python_route(prob, bridge) -> _Route:
+    """Route 3: ``f`` stays in Python; Julia calls back for values and torch derivatives."""
+    paths, leaves, _ = parameter_leaves(prob.p)
+    dtype = prob.u0.dtype
+    f, p = prob.f, prob.p
+
+    def as_tensor(x) -> torch.Tensor:
+        # A copy: Julia may reuse the buffer after the call returns.
+        return torch.tensor(np.asarray(x), dtype=dtype)
+
+    def time(t) -> torch.Tensor:
+        return torch.tensor(float(t), dtype=dtype)
+
+    def value(u, t):
+        with torch.no_grad():
+            return _numpy(f(as_tensor(u), p, time(t)))
+
+    def vjp(u, t, lam):
+        uu = as_tensor(u).requires_grad_(True)
+        with torch.enable_grad():
+            out = f(uu, p, time(t))
+            grads = torch.autograd.grad(out, [uu, *leaves], as_tensor(lam).to(out.dtype), allow_unused=True)
+        gu = grads[0] if grads[0] is not None else torch.zeros_like(uu)
+        gp = [torch.zeros(leaf.numel(), dtype=torch.float64) if g is None else g.reshape(-1).to(torch.float64)
+              for g, leaf in zip(grads[1:], leaves)]
+        return _numpy(gu), (torch.cat(gp).numpy() if gp else np.zeros(0))
+
+    def jac(u, t):
+        uu = as_tensor(u)
+        with torch.enable_grad():
+            J = torch.autograd.functional.jacobian(lambda x: f(x, p, time(t)), uu)
+        return _numpy(J)
+
+    def tgrad(u, t):
+        uu = as_tensor(u)
+        with torch.enable_grad():
+            d = torch.autograd.functional.jacobian(lambda s: f(uu, p, s), time(t))
+        return _numpy(d.reshape(-1))
+
+    theta = (torch.cat([leaf.reshape(-1).to(torch.float64) for leaf in leaves]) if leaves
+             else torch.zeros(0, dtype=torch.float64))
+    return _Route(kind="python", function=bridge.python_function(value, vjp, jac, tgrad), theta=theta)
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().to(torch.float64).cpu().numpy())
+
+
+def _tol(v):
+    return v.numpy() if isinstance(v, torch.Tensor) else float(v)
+
+
+class _Run:
+    """One julia-engine solve of a batch: the Julia result and the pullbacks it keeps."""
+
+    def __init__(self, bridge, function, u0, theta, tspan, alg, opts, sensealg, batch, n, dense):
+        self.bridge, self.function = bridge, function
+        # (B, n) C-ordered is n × B column-major: Julia reads it through the transpose without a copy.
+        self.u0 = np.ascontiguousarray(u0.detach().to(torch.float64).cpu().numpy())
+        self.theta = np.ascontiguousarray(theta.detach().to(torch.float64).cpu().numpy())
+        self.tspan, self.alg, self.opts, self.sensealg = tspan, alg, opts, sensealg
+        self.batch, self.n, self.dense, self.dtype = batch, n, dense, u0.dtype
+        self.result = None
+
+    def forward(self, differentiate: bool) -> torch.Tensor:
+        self.result = self.bridge.solve_batch(self.function, self.u0.T, self.theta, self.tspan, self.alg, self.opts,
+                                              self.sensealg, differentiate)
+        u = np.asarray(self.result.u)                       # n × T × B, Julia memory (no copy)
+        return torch.from_numpy(np.ascontiguousarray(u.transpose(1, 2, 0)))     # (T, B, n)
+
+    def backward(self, grad_u: torch.Tensor):
+        codes = self.codes()
+        failed = [i for i, c in enumerate(codes) if not c.successful]
+        if failed:
+            raise RuntimeError(f"cannot differentiate: batch member(s) {failed[:5]} failed "
+                               f"({', '.join(codes[i].name for i in failed[:5])}); their gradient is undefined. "
+                               "Fix the failures (see sol.retcode) or drop those members")
+        g = np.ascontiguousarray(torch.nan_to_num(grad_u.detach().to(torch.float64)).permute(1, 0, 2).cpu().numpy())
+        du0, dtheta = self.bridge.backward(self.result, g.transpose())     # (B, T, n) C = n × T × B
+        du0 = torch.from_numpy(np.ascontiguousarray(np.asarray(du0).T)).to(self.dtype)
+        dth = (torch.zeros(self.theta.shape[0], dtype=torch.float64) if dtheta is None
+               else torch.from_numpy(np.array(np.asarray(dtheta), dtype=np.float64)))
+        return du0, dth
+
+    def codes(self) -> List[ReturnCode]:
+        return [retcode_from_julia(str(c)) for c in self.result.retcode]
+
+    def record(self, u: torch.Tensor, saveat, single: bool) -> SimpleNamespace:
+        res = self.result
+        ts = torch.from_numpy(np.array(np.asarray(res.t), dtype=np.float64))     # Tmax × B
+        if saveat is not None:
+            t = saveat.clone()
+        elif single:
+            t = ts[:, 0].clone()
+        else:
+            t = torch.tensor(self.tspan, dtype=torch.float64)
+        stats = np.array(np.asarray(res.stats), dtype=np.int64)             # 7 × B
+        codes = torch.tensor([int(c) for c in self.codes()], dtype=torch.long)
+        return SimpleNamespace(
+            t=t, u=u, retcode=codes, nf=int(stats[0].sum()), njac=int(stats[1].sum()), nlu=int(stats[2].sum()),
+            nsolve=int(stats[3].sum()), naccept=torch.from_numpy(stats[4].copy()),
+            nreject=torch.from_numpy(stats[5].copy()), nswitch=torch.from_numpy(stats[6].copy()),
+            t_final=torch.from_numpy(np.array(np.asarray(res.t_final), dtype=np.float64)),
+            dt_final=torch.from_numpy(np.array(np.asarray(res.dt_final), dtype=np.float64)),
+            dense=_JuliaDense(self) if self.dense else None)
+
+
+class _JuliaDense:
+    """``sol(t)`` on the julia engine: the Julia solutions' own interpolants (no gradient)."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+
+    def __call__(self, tq: torch.Tensor) -> torch.Tensor:
+        out = np.asarray(self.run.bridge.interpolate(self.run.result, tq.cpu().numpy()))    # n × Q × B
+        return torch.from_numpy(np.ascontiguousarray(out.transpose(1, 2, 0)))
+
+
+class _JuliaSolve(torch.autograd.Function):
+    """Saved states of a julia-engine solve, with a backward pass that calls SciMLSensitivity."""
+
+    @staticmethod
+    def forward(ctx, run: _Run, u0: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        ctx.run = run
+        return run.forward(differentiate=True)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_u: torch.Tensor):
+        du0, dtheta = ctx.run.backward(grad_u)
+        return None, du0, dtheta
+
