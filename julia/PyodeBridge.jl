@@ -21,6 +21,7 @@ using ChainRulesCore
 using SpecialFunctions: erf
 using PythonCall
 using ADTypes: AutoFiniteDiff, AutoForwardDiff
+import OrdinaryDiffEqCore     # constructors qualified in pyode's tables: AutoAlgSwitch, controllers
 using OrdinaryDiffEqCore: AutoSwitch, IController, PIController, PredictiveController
 using OrdinaryDiffEqTsit5: Tsit5, AutoTsit5
 using OrdinaryDiffEqVerner: Vern7, AutoVern7
@@ -93,7 +94,9 @@ call_python(r::PythonRHS, u, θ, t) = pyconvert(Vector{Float64}, r.f(Vector{Floa
 function ChainRulesCore.rrule(::typeof(call_python), r::PythonRHS, u, θ, t)
     y = call_python(r, u, θ, t)
     function call_python_pullback(ȳ)
-        g = r.vjp(Vector{Float64}(u), Float64(t), Vector{Float64}(unthunk(ȳ)))
+        λ = unthunk(ȳ)
+        λ isa ChainRulesCore.AbstractZero && return NoTangent(), NoTangent(), zero(u), zero(θ), NoTangent()
+        g = r.vjp(Vector{Float64}(u), Float64(t), Vector{Float64}(λ))
         gu = pyconvert(Vector{Float64}, g[0])
         gθ = pyconvert(Vector{Float64}, g[1])
         return NoTangent(), NoTangent(), gu, gθ, NoTangent()
@@ -118,7 +121,7 @@ end
 # Solving and differentiating a batch
 
 """
-    solve_batch(fun, u0s, θ, tspan, alg, opts, sensealg, differentiate)
+    solve_batch(fun, u0s, θ, t0, t1, alg, opts, sensealg, differentiate)
 
 Solve every column of `u0s` (`n × B`) as its own problem (own steps, own return code) with the
 shared parameters `θ`. With `differentiate`, each member's solve runs under `Zygote.pullback`
@@ -128,11 +131,11 @@ Returns a NamedTuple: `t` (`Tmax × B` saved times, NaN-padded), `u` (`n × Tmax
 (names of `SciMLBase.ReturnCode`), `t_final`, `dt_final`, `stats` (`7 × B`: nf, njacs, nw,
 nsolve, naccept, nreject, nswitch), `lengths` (saved points per member), `pullbacks` and the `solutions` themselves (for dense output).
 """
-function solve_batch(fun, u0s::AbstractMatrix, θ::AbstractVector, tspan, alg, opts::NamedTuple, sensealg,
-                     differentiate::Bool)
+function solve_batch(fun, u0s::AbstractMatrix, θ::AbstractVector, t0::Real, t1::Real, alg, opts::NamedTuple,
+                     sensealg, differentiate::Bool)
     n, B = size(u0s)
     p = collect(Float64, θ)
-    span = (Float64(tspan[1]), Float64(tspan[2]))
+    span = (Float64(t0), Float64(t1))
     prob = ODEProblem(fun, collect(Float64, u0s[:, 1]), span, p)
     sols = Vector{Any}(undef, B)
     pullbacks = Vector{Any}(nothing, B)

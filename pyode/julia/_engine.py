@@ -199,8 +199,9 @@ class _Run:
         self.result = None
 
     def forward(self, differentiate: bool) -> torch.Tensor:
-        self.result = self.bridge.solve_batch(self.function, self.u0.T, self.theta, self.tspan, self.alg, self.opts,
-                                              self.sensealg, differentiate)
+        t0, t1 = self.tspan
+        self.result = self.bridge.solve_batch(self.function, self.u0.T, self.theta, float(t0), float(t1), self.alg,
+                                              self.opts, self.sensealg, differentiate)
         u = np.asarray(self.result.u)                       # n × T × B, Julia memory (no copy)
         return torch.from_numpy(np.ascontiguousarray(u.transpose(1, 2, 0)))     # (T, B, n)
 
