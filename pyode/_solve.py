@@ -141,6 +141,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     elif not isinstance(dense, bool):
         raise TypeError(f"dense must be True, False or None; got {dense!r}")
 
+    sensealg_is_default = sensealg is None
     if sensealg is None:
         sensealg = DirectAdjoint()
     elif isinstance(sensealg, type) and issubclass(sensealg, AbstractSensitivityAlgorithm):
@@ -155,7 +156,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         raw = solve_julia(prob, alg, saveat=saveat_v, reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive,
                           maxiters=maxiters, dtmin=None if dtmin is None else dtmin_v,
                           dtmax=None if dtmax is None else dtmax_v, tstops=tstops_v, controller=user_controller,
-                          progress=progress, dense=dense, sensealg=sensealg, single=u0.ndim == 1)
+                          progress=progress, dense=dense, sensealg=sensealg,
+                          sensealg_is_default=sensealg_is_default, single=u0.ndim == 1)
         return _wrap(prob, alg, raw, throw, adaptive)
     if getattr(prob.f, "_pyode_julia_only", False):
         raise ValueError("prob.f is written in Julia (pyode.julia.ode_function): solve it with backend='julia', "

@@ -330,3 +330,18 @@ def test_julia_options_are_validated_before_julia_starts(monkeypatch):
         pyode.solve(prob, pyode.Tsit5(), reltol=-1.0, backend="julia")
     with pytest.raises(TypeError, match="sensealg must be an instance"):
         pyode.solve(prob, pyode.Tsit5(), sensealg=pyode.GaussAdjoint, backend="julia")
+
+
+def test_unsupported_combinations_are_refused_before_julia_starts(monkeypatch):
+    """A Python f with a sensealg that traces through f, or a controller on AutoSwitch: the error
+    comes at once, not after Julia's first start (minutes)."""
+    from pyode.julia import _runtime
+
+    monkeypatch.setattr(_runtime, "bridge", lambda: pytest.fail("Julia was started for a refused combination"))
+    p = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+    prob = pyode.ODEProblem(lambda u, p, t: -p * u, torch.ones(2, dtype=torch.float64), (0.0, 1.0), p)
+    for sensealg in (pyode.DirectAdjoint(), pyode.ForwardSensitivity()):
+        with pytest.raises(UnsupportedOnJulia, match="GaussAdjoint"):
+            pyode.solve(prob, pyode.Tsit5(), sensealg=sensealg, backend="julia")
+    with pytest.raises(UnsupportedOnJulia, match="AutoSwitch"):
+        pyode.solve(prob, pyode.AutoTsit5(pyode.Rodas5P()), controller=pyode.PIController(), backend="julia")

@@ -25,7 +25,7 @@ from torch import nn
 
 from .._params import parameter_leaves
 from .._retcode import ReturnCode
-from ..sensealg import AbstractSensitivityAlgorithm
+from ..sensealg import AbstractSensitivityAlgorithm, GaussAdjoint
 from . import _runtime
 from ._functions import JuliaFunction, ode_function, sequential_of
 from ._tables import julia_algorithm, julia_controller, julia_sensealg, retcode_from_julia
@@ -44,7 +44,7 @@ def _evaluate(bridge, source: str):
 
 
 def solve_julia(prob, alg, *, saveat, reltol, abstol, dt, adaptive, maxiters, dtmin, dtmax, tstops, controller,
-                progress, dense, sensealg: AbstractSensitivityAlgorithm, single: bool):
+                progress, dense, sensealg: AbstractSensitivityAlgorithm, sensealg_is_default: bool, single: bool):
     """Solve on the julia engine; returns the engine-neutral record that ``pyode.solve`` wraps."""
     u0 = prob.u0
     if u0.device.type != "cpu":
@@ -59,11 +59,20 @@ def solve_julia(prob, alg, *, saveat, reltol, abstol, dt, adaptive, maxiters, dt
     u0_flat = u0.reshape(batch, n)
     t0, t1 = prob.tspan
 
+    # Everything the tables can refuse is refused before Julia starts (a first start takes minutes).
+    python_rhs = not isinstance(prob.f, JuliaFunction) and sequential_of(prob) is None
+    alg_src = julia_algorithm(alg, finite_differences=python_rhs)
+    if python_rhs and sensealg_is_default:
+        sensealg = GaussAdjoint()       # the default DirectAdjoint cannot trace through Python
+    if python_rhs and not _differentiable(prob):
+        sense_src, seminorm = "nothing", False      # no gradient asked for: any sensealg will do
+    else:
+        sense_src, seminorm = julia_sensealg(sensealg, python_rhs=python_rhs)
+    ctrl = julia_controller(controller, alg)
+
     bridge = _runtime.bridge()
     route = _route(prob)
-    python_rhs = route.kind == "python"
-    alg_jl = _evaluate(bridge, julia_algorithm(alg, finite_differences=python_rhs))
-    sense_src, seminorm = julia_sensealg(sensealg, python_rhs=python_rhs)
+    alg_jl = _evaluate(bridge, alg_src)
     sense_jl = _evaluate(bridge, sense_src)
 
     kw: Dict[str, Any] = dict(reltol=_tol(reltol), abstol=_tol(abstol), maxiters=int(maxiters))
@@ -83,7 +92,6 @@ def solve_julia(prob, alg, *, saveat, reltol, abstol, dt, adaptive, maxiters, dt
     kw["dense"] = bool(dense)
     if progress:
         kw["progress"] = True
-    ctrl = julia_controller(controller, alg)
     if ctrl is not None:
         kw["controller"] = _evaluate(bridge, ctrl)
     if seminorm:
@@ -98,6 +106,11 @@ def solve_julia(prob, alg, *, saveat, reltol, abstol, dt, adaptive, maxiters, dt
     else:
         u = run.forward(differentiate=False)
     return run.record(u.to(u0.dtype), saveat, single)
+
+
+def _differentiable(prob) -> bool:
+    """Whether the solve will be differentiated (gradients enabled and something requires grad)."""
+    return torch.is_grad_enabled() and (prob.u0.requires_grad or bool(parameter_leaves(prob.p)[1]))
 
 
 class _Route(SimpleNamespace):
