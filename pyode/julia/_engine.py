@@ -60,7 +60,8 @@ def solve_julia(prob, alg, *, saveat, reltol, abstol, dt, adaptive, maxiters, dt
     t0, t1 = prob.tspan
 
     # Everything the tables can refuse is refused before Julia starts (a first start takes minutes).
-    python_rhs = not isinstance(prob.f, JuliaFunction) and sequential_of(prob) is None
+    network = None if isinstance(prob.f, JuliaFunction) else sequential_of(prob)
+    python_rhs = not isinstance(prob.f, JuliaFunction) and network is None
     alg_src = julia_algorithm(alg, finite_differences=python_rhs)
     if python_rhs and sensealg_is_default:
         sensealg = GaussAdjoint()       # the default DirectAdjoint cannot trace through Python
@@ -71,7 +72,7 @@ def solve_julia(prob, alg, *, saveat, reltol, abstol, dt, adaptive, maxiters, dt
     ctrl = julia_controller(controller, alg)
 
     bridge = _runtime.bridge()
-    route = _route(prob)
+    route = _route(prob, network)
     alg_jl = _evaluate(bridge, alg_src)
     sense_jl = _evaluate(bridge, sense_src)
 
@@ -119,11 +120,11 @@ class _Route(SimpleNamespace):
     theta: torch.Tensor
 
 
-def _route(prob) -> _Route:
+def _route(prob, net: Optional[nn.Module]) -> _Route:
+    """The route of ``prob.f``; ``net`` is its translatable NeuralODE network, if any."""
     bridge = _runtime.bridge()
     f = prob.f
     if not isinstance(f, JuliaFunction):
-        net = sequential_of(prob)
         if net is not None:                         # a NeuralODE over a translatable network
             if net not in _NETWORK_FUNCTIONS:
                 _NETWORK_FUNCTIONS[net] = ode_function(net)
