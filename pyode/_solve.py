@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from .sensealg import (AbstractSensitivityAlgorithm, BacksolveAdjoint, DirectAdj
 __all__ = ["solve"]
 
 _KEYWORDS = ("saveat", "reltol", "abstol", "dt", "adaptive", "maxiters", "dtmin", "dtmax", "tstops",
-             "controller", "throw", "progress", "dense", "sensealg", "backend")
+             "controller", "throw", "progress", "dense", "sensealg", "backend", "internalnorm")
 _BACKENDS = ("native", "julia")
 
 
@@ -31,7 +31,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
           maxiters: int = 100_000, dtmin: Optional[float] = None, dtmax: Optional[float] = None,
           tstops: Any = None, controller: Optional[AbstractController] = None, throw: bool = True,
           progress: bool = False, dense: Optional[bool] = None, sensealg: Optional[AbstractSensitivityAlgorithm] = None,
-          backend: str = "native", **unknown) -> ODESolution:
+          backend: str = "native", internalnorm: Optional[Callable] = None, **unknown) -> ODESolution:
     """Integrate ``prob`` with algorithm ``alg`` (default :class:`Tsit5`).
 
     Arguments:
@@ -67,6 +67,12 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         backend: ``"native"`` (default: pyode's own PyTorch solvers) or ``"julia"``
             (DifferentialEquations.jl and SciMLSensitivity.jl through juliacall, same names and
             results; see :mod:`pyode.julia` and the README's section for Julia users).
+        internalnorm: the norm of the error test and of the starting-step heuristic, applied to the
+            scaled error ``e / (abstol + reltol * max(|u|, |u_new|))`` of shape ``(B, n)`` (one row per
+            batch member, ``B = 1`` for one problem) and returning shape ``(B,)``; default RMS over
+            the state (DifferentialEquations.jl's ``internalnorm``), e.g. ``lambda e: e.abs().amax(-1)``
+            for the max norm. Forward solves only: adjoint solves use their own norms; FBDF/QNDF
+            choose their order with RMS norms.
 
     Returns:
         :class:`ODESolution`.
@@ -150,7 +156,17 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         raise TypeError(f"sensealg must be a pyode.sensealg object such as DirectAdjoint() or ForwardSensitivity(); "
                         f"got {type(sensealg).__name__}")
 
+    if internalnorm is not None and not callable(internalnorm):
+        raise TypeError(f"internalnorm must be a function of the scaled error (B, n) -> (B,); "
+                        f"got {type(internalnorm).__name__}")
+    if internalnorm is not None and isinstance(sensealg, ForwardSensitivity):
+        raise ValueError("internalnorm= is not supported with ForwardSensitivity(): its error test runs on the "
+                         "state and the sensitivities together; use DirectAdjoint() or an adjoint")
+
     if backend == "julia":
+        if internalnorm is not None:
+            raise ValueError("internalnorm= is not supported by backend='julia' (a Python norm would run "
+                             "at every step through the bridge); drop it or use backend='native'")
         from .julia._engine import solve_julia
 
         raw = solve_julia(prob, alg, saveat=saveat_v, reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive,
@@ -174,7 +190,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     opts = SolveOptions(t0=t0, t1=t1, saveat=saveat_v, save_steps=single and saveat_v is None, dense=dense,
                         reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive, maxiters=int(maxiters),
                         dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress,
-                        controller=controller)
+                        controller=controller, internalnorm=internalnorm)
     if isinstance(sensealg, ForwardSensitivity):
         raw = _forward_sensitivity(prob, alg, opts, user_controller)
     elif isinstance(sensealg, (BacksolveAdjoint, GaussAdjoint, InterpolatingAdjoint, QuadratureAdjoint)):

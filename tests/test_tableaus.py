@@ -12,8 +12,9 @@ from pyode.native.tableaus.dp5 import DP5
 from pyode.native.tableaus.dp8 import DP8
 from pyode.native.tableaus.tsit5 import TSIT5
 from pyode.native.tableaus.vern7 import VERN7
+from pyode.compat.torchdiffeq._tableaus import ADAPTIVE_HEUN, FEHLBERG2
 
-ALL = [EULER, MIDPOINT, RK4, BS3, DP5, TSIT5, VERN7, DP8]
+ALL = [EULER, MIDPOINT, RK4, BS3, DP5, TSIT5, VERN7, DP8, FEHLBERG2, ADAPTIVE_HEUN]
 ADAPTIVE = [t for t in ALL if t.adaptive]
 MAX_ORDER = 9  # enough to show DP8 is not of order 9
 

@@ -274,7 +274,8 @@ class AdjointSystem:
         adj_prob = ODEProblem(f_adj, z0.reshape(*self.batch_shape, z0.shape[-1]), (t_hi, t_lo), None, jac=jac_adj)
         rtol, atol = self._tolerances()
         opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=self.quadrature,
-                       dt=self._dt, tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol)
+                       dt=self._dt, tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol,
+                       internalnorm=None)
         alg = _with_fd_time_derivative(self.alg)
         raw = self.integrate(f_adj, adj_prob.u0, None, self.make_stepper(alg, adj_prob, rtol, atol), opts,
                              self.batch_shape)
@@ -322,7 +323,8 @@ class AdjointSystem:
         rtol = widen(self.opts.reltol)
         atol = widen(self.opts.abstol, float("inf") if seminorm else None)
         opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=False, dt=self._dt,
-                       tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol)
+                       tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol,
+                       internalnorm=None)
         # A stiff method differentiates this right-hand side (second derivatives of f) by forward-mode AD.
         raw = self.integrate(f_bs, prob.u0, None, self.make_stepper(self.alg, prob, rtol, atol), opts,
                              self.batch_shape)

@@ -5,20 +5,41 @@ parameters, so the gradient is that of the discrete solution on the chosen time 
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 
 __all__ = ["error_norm", "initial_step"]
 
 
-def error_norm(err: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, reltol, abstol) -> torch.Tensor:
-    """Hairer's RMS norm of ``err / (abstol + reltol * max(|y0|, |y1|))`` over the last axis, in float64."""
+def error_norm(err: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, reltol, abstol,
+               internalnorm: Optional[Callable] = None) -> torch.Tensor:
+    """Hairer's RMS norm of ``err / (abstol + reltol * max(|y0|, |y1|))`` over the last axis, in float64
+    (or ``internalnorm`` of that scaled error, when given)."""
     with torch.no_grad():
         scale = abstol + reltol * torch.maximum(y0.abs(), y1.abs())
         r = (err / scale).to(torch.float64)
-        return r.square().mean(-1).sqrt()
+        return _rms(r) if internalnorm is None else apply_internalnorm(internalnorm, r)
 
 
-def initial_step(f, t0, y0, f0, direction: float, order: int, reltol, abstol, hmax) -> tuple:
+def _rms(r: torch.Tensor) -> torch.Tensor:
+    return r.square().mean(-1).sqrt()
+
+
+def apply_internalnorm(internalnorm: Callable, r: torch.Tensor) -> torch.Tensor:
+    """The user's norm of scaled values ``r`` of shape ``(B, n)``: ``(B,)`` float64, checked."""
+    out = internalnorm(r)
+    if not isinstance(out, torch.Tensor):
+        out = torch.as_tensor(out, dtype=torch.float64, device=r.device)
+    if out.shape != r.shape[:-1]:
+        raise ValueError(f"internalnorm returned shape {tuple(out.shape)} for scaled errors of shape "
+                         f"{tuple(r.shape)}; it must reduce the last axis only (shape {tuple(r.shape[:-1])}), "
+                         "e.g. lambda e: e.abs().amax(-1)")
+    return out.to(torch.float64).abs()
+
+
+def initial_step(f, t0, y0, f0, direction: float, order: int, reltol, abstol, hmax,
+                 internalnorm: Optional[Callable] = None) -> tuple:
     """Hairer's starting step size (Solving ODEs I, Sec. II.4), per member; returns ``(h, nf)``.
 
     ``h`` is a positive float64 tensor of shape ``(B,)``; one extra evaluation of ``f`` is made.
@@ -27,7 +48,8 @@ def initial_step(f, t0, y0, f0, direction: float, order: int, reltol, abstol, hm
         sk = abstol + reltol * y0.abs()
 
         def rms(x):
-            return (x / sk).to(torch.float64).square().mean(-1).sqrt()
+            r = (x / sk).to(torch.float64)
+            return _rms(r) if internalnorm is None else apply_internalnorm(internalnorm, r)
 
         d0, d1 = rms(y0), rms(f0)
         h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp(min=1e-300))

@@ -46,6 +46,7 @@ class SolveOptions:
     tstops: Optional[torch.Tensor]
     progress: bool
     controller: object                  # an AbstractController
+    internalnorm: Optional[Callable] = None     # norm of the scaled error (B, n) -> (B,); None: RMS
 
 
 @dataclass
@@ -200,7 +201,8 @@ class Loop:
             h = torch.full((B,), min(opts.dt, opts.dtmax), dtype=torch.float64, device=dev)
         else:
             h, _ = initial_step(f, t, y, torch.where(done[:, None], torch.zeros_like(k1), k1), direction,
-                                stepper.start_order or stepper.order, self.reltol, self.abstol, self.hmax)
+                                stepper.start_order or stepper.order, self.reltol, self.abstol, self.hmax,
+                                opts.internalnorm)
         self.t, self.y, self.k1, self.h = t, y, k1, h
         self.retcode, self.done = retcode, done
         self.ctrl_state = self.ctrl.init_state(B, dev) if self.ctrl is not None else ()
@@ -251,9 +253,9 @@ class Loop:
             if att.failed is not None:
                 finite = finite & ~att.failed
             if ctrl is not None:
-                eest = error_norm(att.err, y, y1, reltol, abstol)
+                eest = error_norm(att.err, y, y1, reltol, abstol, opts.internalnorm)
                 if att.err_low is not None:
-                    e_low = error_norm(att.err_low, y, y1, reltol, abstol)
+                    e_low = error_norm(att.err_low, y, y1, reltol, abstol, opts.internalnorm)
                     denom = (eest.square() + 0.01 * e_low.square()).sqrt()
                     eest = torch.where(denom > 0, eest.square() / denom.clamp(min=1e-300), eest)
                 finite = finite & torch.isfinite(eest)

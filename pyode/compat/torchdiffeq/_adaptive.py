@@ -1,0 +1,148 @@
+"""The adaptive family: torchdiffeq's Runge-Kutta pairs and every pyode method, run by pyode.
+
+Plain solves go through :func:`pyode.solve` (so ``sensealg`` and every pyode algorithm apply);
+integration until an event drives pyode's integration loop step by step, as torchdiffeq does,
+and locates the event by bisection on the last step's interpolant.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Optional, Tuple
+
+import torch
+
+from ..._problem import ODEProblem
+from ..._time_gradient import attach_start_time
+from ..._solve import _default_controller, _native_stepper, solve
+from ...controllers import IController
+from ...native._integrate import Loop, SolveOptions
+from ._inputs import Spec
+
+__all__ = ["solve_adaptive", "solve_adaptive_until_event"]
+
+# The options torchdiffeq's adaptive solvers take; 'dtype' sets its time dtype, which is always
+# float64 in pyode.
+_KNOWN = {"min_step", "max_step", "first_step", "step_t", "jump_t", "safety", "ifactor", "dfactor",
+          "max_num_steps", "dtype", "norm"}
+_MAX_NUM_STEPS = 2 ** 31 - 1
+
+
+def _solve_kwargs(spec: Spec, t0: float, t1: float) -> dict:
+    """``pyode.solve`` keywords for torchdiffeq's options (warning about the unknown ones, as torchdiffeq)."""
+    opts = spec.options
+    unknown = {k: v for k, v in opts.items() if k not in _KNOWN}
+    if unknown:
+        warnings.warn(f"{spec.method.solver_name}: Unexpected arguments {unknown}")
+    span = abs(t1 - t0)
+    # torchdiffeq's default rtol=1e-7 is below what float32 resolves, which pyode.solve refuses;
+    # torchdiffeq runs it anyway, so the drop-in asks for the finest relative accuracy that exists.
+    floor = 4 * torch.finfo(spec.y0.dtype).eps
+    rtol = spec.rtol.clamp(min=floor) if isinstance(spec.rtol, torch.Tensor) else max(spec.rtol, floor)
+    kw = dict(reltol=rtol, abstol=spec.atol, maxiters=int(opts.get("max_num_steps", _MAX_NUM_STEPS)))
+    if opts.get("first_step") is not None:
+        kw["dt"] = min(abs(float(opts["first_step"])), span)
+    if opts.get("max_step") is not None and math.isfinite(float(opts["max_step"])):
+        kw["dtmax"] = float(opts["max_step"])
+    if opts.get("min_step"):
+        kw["dtmin"] = float(opts["min_step"])
+    stops = [torch.as_tensor(opts[name], dtype=torch.float64).reshape(-1).cpu()
+             for name in ("step_t", "jump_t") if opts.get(name) is not None]
+    if stops:
+        stops = torch.cat(stops)
+        lo, hi = min(t0, t1), max(t0, t1)
+        stops = stops[(stops > lo) & (stops < hi)]
+        if stops.numel():
+            kw["tstops"] = torch.unique(stops)
+    tuned = {k: float(opts[k]) for k in ("safety", "dfactor", "ifactor") if k in opts}
+    if spec.method.torchdiffeq_defaults or tuned:
+        kw["controller"] = IController(gamma=tuned.get("safety", 0.9), qmin=tuned.get("dfactor", 0.2),
+                                       qmax=tuned.get("ifactor", 10.0))
+    if spec.user_norm or spec.shapes is not None:
+        norm = opts["norm"]
+        kw["internalnorm"] = lambda r: torch.stack([torch.as_tensor(norm(row)) for row in r])
+    return kw
+
+
+def solve_adaptive(spec: Spec, sensealg=None, p=None) -> torch.Tensor:
+    """The state at every ``spec.t``: shape ``(T, N)``."""
+    t = spec.t
+    if len(t) == 1:
+        return spec.y0[None]
+    func = spec.func
+
+    def f(u, _p, tt):
+        return func(tt, u)
+
+    t0, t1 = float(t[0].detach()), float(t[-1].detach())
+    tspan = (t[0], t[-1]) if t.requires_grad else (t0, t1)
+    prob = ODEProblem(f, spec.y0, tspan, p)
+    sol = solve(prob, spec.method.alg, saveat=t, dense=False, sensealg=sensealg, **_solve_kwargs(spec, t0, t1))
+    return sol.u.to(spec.y0.dtype)
+
+
+def solve_adaptive_until_event(spec: Spec) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(event_t, stack([y0, y(event_t)]))``: step until ``event_fn`` changes sign at a step's end,
+    then bisect on that step's interpolant to ``atol`` in time (torchdiffeq's rule). The state at the
+    event is differentiable (autograd through the solver); the event time is not (see odeint_event)."""
+    t0 = float(spec.t[0])
+    y0, func, event_fn = spec.y0, spec.func, spec.event_fn
+    t0_t = spec.t[0].detach().to(torch.float64)
+    with torch.no_grad():
+        c0 = event_fn(t0_t.to(y0.dtype), y0)
+    if bool(c0 == 0):
+        return spec.t[0].detach(), torch.stack([y0, y0])
+    sign0 = torch.sign(c0)
+
+    kw = _solve_kwargs(spec, t0, math.inf)
+    alg = spec.method.alg
+    reltol, abstol = kw["reltol"], kw["abstol"]
+    controller = kw.get("controller") or _default_controller(alg)
+    opts = SolveOptions(t0=t0, t1=math.inf, saveat=None, save_steps=False, dense=True, reltol=reltol,
+                        abstol=abstol, dt=kw.get("dt"), adaptive=alg.adaptive, maxiters=kw["maxiters"],
+                        dtmin=kw.get("dtmin", 0.0), dtmax=kw.get("dtmax", math.inf), tstops=kw.get("tstops"),
+                        progress=False, controller=controller, internalnorm=kw.get("internalnorm"))
+
+    def f(u, _p, tt):
+        return func(tt, u)
+
+    prob = ODEProblem(f, y0, (t0, t0 + 1.0), None)
+    loop = Loop(f, y0, None, lambda rhs: _native_stepper(alg, rhs, prob, reltol, abstol, kw.get("controller")),
+                opts, torch.Size([]))
+    # The state at the event depends on the start time as well (the event time through it).
+    loop.begin(attach_start_time(y0, spec.t[0], f, None))
+    t_prev = loop.t.clone()
+    while True:
+        loop.iterate()
+        if bool(loop.done.any()):
+            _raise_failure(loop, t0)
+        if bool((loop.t != t_prev).all()):
+            with torch.no_grad():
+                c = event_fn(loop.t[0].to(y0.dtype), loop.y[0])
+            if bool(torch.sign(c) != sign0):
+                break
+            t_prev = loop.t.clone()
+    dense = loop.dense_rec.build(loop.dense_coef, 1.0, t0, loop.t)
+    lo, hi = t_prev[0], loop.t[0]
+
+    def interp(tq: torch.Tensor) -> torch.Tensor:
+        return dense(tq.reshape(1).to(torch.float64))[0, 0]
+
+    tol = float(spec.atol) if not isinstance(spec.atol, torch.Tensor) else float(spec.atol.min())
+    with torch.no_grad():
+        n_bisect = max(0, math.ceil(math.log(max(float(hi - lo), 1e-300) / max(tol, 1e-300)) / math.log(2.0)))
+        for _ in range(n_bisect):
+            mid = (lo + hi) / 2
+            same = torch.sign(event_fn(mid.to(y0.dtype), interp(mid))) == sign0
+            lo, hi = torch.where(same, mid, lo), torch.where(same, hi, mid)
+        event_t = (lo + hi) / 2
+    return event_t, torch.stack([y0, interp(event_t).to(y0.dtype)])
+
+
+def _raise_failure(loop: Loop, t0: float) -> None:
+    from ..._retcode import ReturnCode
+
+    code = ReturnCode(int(loop.retcode[0]))
+    raise RuntimeError(f"integration until the event failed ({code.name}) at t={float(loop.t[0]):.6g}, "
+                       f"dt={float(loop.h[0]):.3g}, having started at t={t0:g}: the event may never happen "
+                       "(check that event_fn changes sign), or the problem needs a stiff method such as 'rodas5p'")

@@ -1,0 +1,604 @@
+"""pyode.compat.torchdiffeq: torchdiffeq 0.2.5's API on pyode's solvers.
+
+Checked against exact or scipy reference solutions, against finite differences, odeint against
+odeint_adjoint, and against torchdiffeq 0.2.5 itself where both are right. The fixed-grid solvers have
+their own file (test_compat_fixed_grid.py).
+"""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+import pyode
+from pyode.compat import torchdiffeq as tdq
+
+torchdiffeq = pytest.importorskip("torchdiffeq")
+
+F64 = torch.float64
+ADAPTIVE = ["dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"]
+FIXED = ["euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams"]
+PYODE_NAMES = ["tsit5", "vern7", "rodas5p", "kencarp4", "fbdf"]
+
+
+class Cubic(torch.nn.Module):
+    """A small nonlinear network right-hand side with parameters (Chen et al.'s spiral, cubed input)."""
+
+    def __init__(self, seed=0, dtype=F64):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = torch.nn.Parameter(0.5 * torch.randn(2, 16, generator=g, dtype=dtype))
+        self.w2 = torch.nn.Parameter(0.5 * torch.randn(16, 2, generator=g, dtype=dtype))
+        self.a = torch.nn.Parameter(torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=dtype))
+
+    def forward(self, t, y):
+        return (y ** 3) @ self.a * 0.5 + torch.tanh(y @ self.w1) @ self.w2 * 0.1
+
+
+def reference(f, y0, t, rtol=1e-13):
+    """scipy DOP853 at tight tolerance on the flattened state."""
+    shape = y0.shape
+
+    def rhs(s, y):
+        with torch.no_grad():
+            return f(torch.tensor(s, dtype=F64), torch.tensor(y).reshape(shape)).reshape(-1).numpy()
+
+    tt = t.detach().numpy()
+    sol = solve_ivp(rhs, (tt[0], tt[-1]), y0.detach().reshape(-1).numpy(), t_eval=tt, method="DOP853",
+                    rtol=rtol, atol=rtol)
+    return torch.tensor(sol.y.T).reshape(len(tt), *shape)
+
+
+Y0 = torch.tensor([[2.0, 0.0], [1.0, 1.0]], dtype=F64)
+T = torch.linspace(0.0, 2.0, 7, dtype=F64)
+
+
+# ---- shapes and layouts -----------------------------------------------------------------------
+@pytest.mark.parametrize("method", ADAPTIVE + FIXED + PYODE_NAMES + ["scipy_solver"])
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (2, 1, 3)])
+def test_output_shape_matches_torchdiffeq(method, shape):
+    y0 = torch.linspace(0.5, 1.5, math.prod(shape), dtype=F64).reshape(shape)
+    t = torch.linspace(0.0, 0.5, 4, dtype=F64)
+    f = lambda t, y: -y * (1 + t)                                           # noqa: E731
+    out = tdq.odeint(f, y0, t, method=method)
+    assert out.shape == (4, *shape) and out.dtype == y0.dtype
+    exact = y0 * torch.exp(-(t + t ** 2 / 2)).reshape(-1, *[1] * len(shape))
+    tol = {"euler": 0.1, "midpoint": 1e-2, "heun2": 1e-2, "heun3": 1e-3, "explicit_adams": 5e-3}.get(method, 1e-4)
+    assert torch.allclose(out, exact, atol=tol, rtol=0)
+    if method in ADAPTIVE or method == "scipy_solver":
+        ref = torchdiffeq.odeint(f, y0, t, method=method)
+        assert ref.shape == out.shape
+
+
+def test_single_output_time_returns_y0():
+    y0 = torch.ones(2, 3, dtype=F64)
+    out = tdq.odeint(lambda t, y: -y, y0, torch.tensor([0.3], dtype=F64))
+    assert out.shape == (1, 2, 3) and torch.equal(out[0], y0)
+
+
+def test_tuple_state_shapes_values_and_per_entry_tolerances():
+    # A harmonic oscillator split into a scalar position and a (1,)-shaped velocity.
+    def f(t, s):
+        x, v = s
+        return v.reshape(()), -x.reshape(1)
+
+    y0 = (torch.tensor(1.0, dtype=F64), torch.tensor([0.0], dtype=F64))
+    t = torch.linspace(0, 3, 5, dtype=F64)
+    x, v = tdq.odeint(f, y0, t, rtol=(1e-9, 1e-9), atol=(1e-11, 1e-11))
+    assert x.shape == (5,) and v.shape == (5, 1)
+    assert torch.allclose(x, torch.cos(t), atol=1e-8) and torch.allclose(v[:, 0], -torch.sin(t), atol=1e-8)
+    with pytest.raises(ValueError, match="rtol has 3 entries for a tuple y0 of 2 tensors"):
+        tdq.odeint(f, y0, t, rtol=(1e-9, 1e-9, 1e-9))
+
+
+def test_func_sees_a_0d_time_in_the_state_dtype_and_the_users_shape():
+    seen = []
+
+    def f(t, y):
+        seen.append((t.shape, t.dtype, y.shape))
+        return -y
+
+    for dtype in (torch.float32, F64):
+        seen.clear()
+        tdq.odeint(f, torch.ones(2, 3, dtype=dtype), torch.tensor([0.0, 1.0], dtype=F64))
+        assert set(seen) == {(torch.Size([]), dtype, torch.Size([2, 3]))}
+
+
+# ---- accuracy --------------------------------------------------------------------------------
+# Global error / tolerance measured on this problem at two tolerances, times about 3: the low-order
+# pairs (and FBDF's variable-order error estimate) accumulate more global error per unit tolerance.
+ERROR_PER_TOL = {"bosh3": 500, "fehlberg2": 1e4, "fbdf": 800}
+TOLS = {"bosh3": (1e-5, 1e-7), "fehlberg2": (1e-5, 1e-7), "adaptive_heun": (1e-5, 1e-7)}
+
+
+@pytest.mark.parametrize("method", ADAPTIVE + PYODE_NAMES)
+def test_adaptive_methods_against_tight_reference(method):
+    f = Cubic()
+    ref = reference(f, Y0, T)
+    loose, tight = TOLS.get(method, (1e-6, 1e-9))
+    errors = []
+    with torch.no_grad():
+        for tol in (loose, tight):
+            out = tdq.odeint(f, Y0, T, method=method, rtol=tol, atol=tol)
+            errors.append(float((out - ref).abs().max()))
+            assert errors[-1] < ERROR_PER_TOL.get(method, 200) * tol
+    # tolerance proportionality: 100x tighter tolerances buy at least 20x smaller errors
+    assert errors[1] < errors[0] / 20
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_agrees_with_torchdiffeq_where_both_converge(method):
+    """At the same tolerances pyode's result is never less accurate than torchdiffeq's by more than
+    a factor of 2 (on this problem it is as or more accurate for every method)."""
+    f = Cubic(seed=1)
+    ref = reference(f, Y0, T)
+    rtol, atol = (1e-5 if method in TOLS else 1e-7), 1e-9
+    with torch.no_grad():
+        ours = tdq.odeint(f, Y0, T, method=method, rtol=rtol, atol=atol)
+        theirs = torchdiffeq.odeint(f, Y0, T, method=method, rtol=rtol, atol=atol)
+    err_ours, err_theirs = (ours - ref).abs().max(), (theirs - ref).abs().max()
+    assert err_ours < 2 * err_theirs
+
+
+def test_decreasing_time_matches_reference_and_func_sees_real_times():
+    f = Cubic(seed=2)
+    t = torch.linspace(1.0, -1.0, 5, dtype=F64)
+    times = []
+
+    def g(s, y):
+        times.append(float(s))
+        return f(s, y)
+
+    with torch.no_grad():
+        out = tdq.odeint(g, Y0, t, rtol=1e-10, atol=1e-10)
+        ref = reference(f, Y0, t)
+        theirs = torchdiffeq.odeint(f, Y0, t, rtol=1e-10, atol=1e-10)
+    assert torch.allclose(out, ref, atol=1e-8)
+    assert torch.allclose(out, theirs, atol=1e-8)
+    assert min(times) >= -1.0 - 1e-12 and max(times) <= 1.0 + 1e-12 and min(times) < 0.0
+
+
+def test_scipy_solver_matches_reference_and_reports_failure():
+    f = Cubic(seed=3)
+    with torch.no_grad():
+        out = tdq.odeint(f, Y0, T, method="scipy_solver", rtol=1e-10, atol=1e-10,
+                         options={"solver": "DOP853"})
+    assert torch.allclose(out, reference(f, Y0, T), atol=1e-8)
+    blowup = lambda t, y: y ** 2                                             # noqa: E731
+    with pytest.raises(RuntimeError, match="scipy_solver .* failed"):
+        tdq.odeint(blowup, torch.ones(1, dtype=F64), torch.tensor([0.0, 2.0], dtype=F64), method="scipy_solver",
+                   options={"solver": "RK45"})
+
+
+def test_stiff_robertson_with_pyode_methods():
+    """What torchdiffeq's explicit methods cannot do in reasonable time: Robertson to t = 1e4."""
+    k1, k2, k3 = 0.04, 3e7, 1e4
+
+    def rober(t, y):
+        a, b, c = y.unbind(-1)
+        return torch.stack([-k1 * a + k3 * b * c, k1 * a - k3 * b * c - k2 * b * b, k2 * b * b], -1)
+
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 1.0, 100.0, 1e4], dtype=F64)
+    ref = solve_ivp(lambda s, y: rober(s, torch.tensor(y)).numpy(), (0, 1e4), y0.numpy(), t_eval=t.numpy(),
+                    method="Radau", rtol=1e-11, atol=1e-14).y.T
+    for method in ("rodas5p", "kencarp4", "fbdf", pyode.Rodas5P(autodiff=False)):
+        out = tdq.odeint(rober, y0, t, method=method, rtol=1e-7, atol=1e-10)
+        assert np.allclose(out.numpy(), ref, rtol=1e-4, atol=1e-9), method
+
+
+# ---- options --------------------------------------------------------------------------------
+def count_calls(f):
+    n = [0]
+
+    def g(t, y):
+        n[0] += 1
+        return f(t, y)
+
+    return g, n
+
+
+def test_max_step_and_first_step_bound_the_steps():
+    f = lambda t, y: -y                                                      # noqa: E731
+    t = torch.tensor([0.0, 10.0], dtype=F64)
+    g, n = count_calls(f)
+    tdq.odeint(g, torch.ones(1, dtype=F64), t, rtol=1e-3, atol=1e-3)
+    g2, n2 = count_calls(f)
+    out = tdq.odeint(g2, torch.ones(1, dtype=F64), t, rtol=1e-3, atol=1e-3, options={"max_step": 0.1})
+    assert n2[0] >= 6 * 100 > n[0]            # at least 100 steps of 6 new stages each
+    assert torch.allclose(out[-1], torch.exp(-t[-1:]), rtol=1e-3)
+
+
+def test_jump_t_restores_accuracy_at_a_discontinuity():
+    """f switches sign at t = 1: stepping onto the jump keeps the error at tolerance level."""
+    f = lambda t, y: torch.where(t < 1.0, torch.ones_like(y), -torch.ones_like(y))   # noqa: E731
+    t = torch.tensor([0.0, 2.0], dtype=F64)
+    y0 = torch.zeros(1, dtype=F64)
+    plain = tdq.odeint(f, y0, t, rtol=1e-6, atol=1e-6)
+    jumped = tdq.odeint(f, y0, t, rtol=1e-6, atol=1e-6, options={"jump_t": torch.tensor([1.0], dtype=F64)})
+    stepped = tdq.odeint(f, y0, t, rtol=1e-6, atol=1e-6, options={"step_t": torch.tensor([1.0], dtype=F64)})
+    assert abs(float(jumped[-1])) < 1e-12 and abs(float(stepped[-1])) < 1e-12
+    assert abs(float(plain[-1])) > abs(float(jumped[-1]))
+    # decreasing time: the jump is given in the user's times
+    back = tdq.odeint(f, torch.zeros(1, dtype=F64), t.flip(0), options={"jump_t": torch.tensor([1.0], dtype=F64)})
+    assert abs(float(back[-1])) < 1e-12
+
+
+def test_custom_norm_sees_the_users_layout_and_changes_the_steps():
+    f = Cubic(seed=4)
+    shapes = []
+
+    def max_norm(x):
+        shapes.append(tuple(x.shape))
+        return x.abs().max()
+
+    g1, n1 = count_calls(f)
+    g2, n2 = count_calls(f)
+    with torch.no_grad():
+        rms = tdq.odeint(g1, Y0, T, rtol=1e-6, atol=1e-6)
+        mx = tdq.odeint(g2, Y0, T, rtol=1e-6, atol=1e-6, options={"norm": max_norm})
+    assert set(shapes) == {(2, 2)}
+    assert n2[0] > n1[0]                      # the max norm is the stricter one
+    assert (mx - reference(f, Y0, T)).abs().max() < 50e-6
+
+
+def test_tuple_state_uses_the_mixed_norm_by_default():
+    """torchdiffeq's default for tuples: the largest RMS norm over the tuple's tensors. A tiny second
+    tensor therefore cannot dilute the error of the first, unlike one RMS over everything."""
+    f = lambda t, s: (-s[0] * 3, torch.zeros_like(s[1]))                   # noqa: E731
+    y0 = (torch.ones(1, dtype=F64), torch.zeros(99, dtype=F64))
+    g1, n1 = count_calls(f)
+    g2, n2 = count_calls(lambda t, y: -y * 3)
+    tdq.odeint(g1, y0, torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-6, atol=1e-6)
+    tdq.odeint(g2, y0[0], torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-6, atol=1e-6)
+    assert n1[0] == n2[0]
+
+
+def test_unknown_options_warn_as_torchdiffeq_does():
+    f = lambda t, y: -y                                                      # noqa: E731
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.warns(UserWarning, match=r"Dopri5Solver: Unexpected arguments \{'step_size': 0.1\}"):
+        tdq.odeint(f, torch.ones(1, dtype=F64), t, options={"step_size": 0.1})
+    with pytest.warns(UserWarning, match=r"Dopri5Solver: Unexpected arguments"):
+        torchdiffeq.odeint(f, torch.ones(1, dtype=F64), t, options={"step_size": 0.1})
+
+
+def test_safety_factors_select_the_controller():
+    f = Cubic(seed=5)
+    g1, n1 = count_calls(f)
+    g2, n2 = count_calls(f)
+    with torch.no_grad():
+        tdq.odeint(g1, Y0, T, rtol=1e-6, atol=1e-6)
+        out = tdq.odeint(g2, Y0, T, rtol=1e-6, atol=1e-6, options={"safety": 0.5, "ifactor": 1.5})
+    assert n2[0] > n1[0]
+    assert (out - reference(f, Y0, T)).abs().max() < 50e-6
+
+
+# ---- bad input -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(method="dopri6"), ValueError, 'Invalid method "dopri6". Must be one of'),
+    (dict(method=pyode.Tsit5), TypeError, "got the class Tsit5: pass Tsit5()"),
+    (dict(t=torch.tensor([0.0, 1.0, 0.5], dtype=F64)), ValueError, "strictly increasing or decreasing"),
+    (dict(t=torch.zeros(2, 2, dtype=F64)), ValueError, "one-dimensional"),
+    (dict(t=torch.tensor([0, 1])), TypeError, "floating point"),
+    (dict(t=[0.0, 1.0]), TypeError, "t must be a 1-D torch.Tensor"),
+    (dict(y0=torch.ones(2, dtype=torch.int64)), TypeError, "y0 has dtype torch.int64"),
+    (dict(y0=[1.0, 2.0]), TypeError, "y0 must be a torch.Tensor or a tuple"),
+    (dict(rtol=torch.tensor(1e-6, requires_grad=True)), ValueError, "rtol cannot require gradient"),
+    (dict(atol=-1.0), ValueError, "atol must be finite and non-negative"),
+    (dict(options=[("max_step", 1.0)]), TypeError, "options must be a dict"),
+    (dict(event_fn=lambda t, y: y[0], t=torch.tensor([0.0, 1.0, 2.0], dtype=F64)), ValueError, "len\\(t\\) == 2"),
+])
+def test_bad_input_names_the_argument(kwargs, error, match):
+    call = dict(func=lambda t, y: -y, y0=torch.ones(2, dtype=F64), t=torch.tensor([0.0, 1.0], dtype=F64))
+    call.update(kwargs)
+    with pytest.raises(error, match=match):
+        tdq.odeint(call.pop("func"), call.pop("y0"), call.pop("t"), **call)
+
+
+def test_wrong_rhs_shape_is_reported():
+    with pytest.raises(ValueError, match="func returned 3 values for a state of 2"):
+        tdq.odeint(lambda t, y: torch.ones(3, dtype=F64), torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))
+
+
+def test_solver_failure_raises_with_time_and_step():
+    blowup = lambda t, y: y ** 2                                             # noqa: E731
+    with pytest.raises(pyode.SolveError, match=r"t="):
+        tdq.odeint(blowup, torch.ones(1, dtype=F64), torch.tensor([0.0, 2.0], dtype=F64))
+
+
+# ---- gradients -------------------------------------------------------------------------------
+def loss_of(out):
+    return (out[1:] ** 2).sum() + out[-1].sum()
+
+
+def fd_grad(fn, x, eps=1e-6):
+    """Central differences of the scalar fn() with respect to the tensor x (in place, restored)."""
+    g = torch.zeros_like(x)
+    flat, gflat = x.data.view(-1), g.view(-1)
+    for i in range(flat.numel()):
+        old = flat[i].item()
+        flat[i] = old + eps
+        up = float(fn())
+        flat[i] = old - eps
+        down = float(fn())
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4", "tsit5"])
+def test_odeint_and_odeint_adjoint_gradients_agree_with_finite_differences(method):
+    """odeint differentiates the discrete solve (equal to its finite differences); odeint_adjoint
+    solves the continuous adjoint, equal up to the truncation error: tolerance-sized for adaptive
+    methods, O(h⁴) for fixed RK4 steps (and then equal to torchdiffeq's own adjoint to round-off)."""
+    f = Cubic(seed=6)
+    y0 = Y0.clone().requires_grad_()
+    t = torch.linspace(0.0, 1.0, 4, dtype=F64)
+    opts = {"step_size": 0.002} if method == "rk4" else None
+    kw = dict(method=method, options=opts, rtol=1e-10, atol=1e-10)
+    grads = {}
+    for name, fn in (("odeint", tdq.odeint), ("adjoint", tdq.odeint_adjoint)):
+        f.zero_grad()
+        y0.grad = None
+        loss_of(fn(f, y0, t, **kw)).backward()
+        grads[name] = (y0.grad.clone(), f.a.grad.clone())
+    with torch.no_grad():
+        fd_y0 = fd_grad(lambda: loss_of(tdq.odeint(f, y0.detach(), t, **kw)), y0)
+        fd_a = fd_grad(lambda: loss_of(tdq.odeint(f, y0.detach(), t, **kw)), f.a)
+    rtol = 1e-3 if method == "rk4" else 1e-5
+    for name, (gy, ga) in grads.items():
+        assert torch.allclose(gy, fd_y0, rtol=rtol, atol=1e-7), name
+        assert torch.allclose(ga, fd_a, rtol=rtol, atol=1e-7), name
+    assert torch.allclose(grads["odeint"][0], fd_y0, rtol=1e-6, atol=1e-8)
+    if method == "rk4":
+        y0.grad = None
+        loss_of(torchdiffeq.odeint_adjoint(f, y0, t, **kw)).backward()
+        assert torch.allclose(grads["adjoint"][0], y0.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_adjoint_with_closure_parameters_and_decreasing_time():
+    k = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    f = lambda t, y: -k * y * (1 + t)                                        # noqa: E731
+    y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    t = torch.tensor([1.0, 0.5, 0.0], dtype=F64)
+    out = tdq.odeint_adjoint(f, y0, t, adjoint_params=(k,), rtol=1e-10, atol=1e-10)
+    out[-1].sum().backward()
+    # y(0) = y(1) exp(k (1 + 1/2)) going back from t = 1 to 0
+    assert torch.allclose(out[-1].detach(), y0.detach() * math.exp(0.7 * 1.5), rtol=1e-8)
+    assert torch.allclose(k.grad, torch.tensor(1.5 * 3 * math.exp(0.7 * 1.5), dtype=F64), rtol=1e-7)
+    assert torch.allclose(y0.grad, torch.full((2,), math.exp(0.7 * 1.5), dtype=F64), rtol=1e-8)
+
+
+def test_adjoint_seminorm_same_gradient_fewer_backward_steps():
+    f = Cubic(seed=7)
+    y0 = Y0.clone().requires_grad_()
+    counts, grads = {}, {}
+    for norm in (None, "seminorm"):
+        g, n = count_calls(f)
+        f.zero_grad()
+        out = tdq.odeint_adjoint(g, y0, T, rtol=1e-7, atol=1e-9, adjoint_params=tuple(f.parameters()),
+                                 adjoint_options=None if norm is None else {"norm": norm})
+        forward = n[0]
+        loss_of(out).backward()
+        counts[norm], grads[norm] = n[0] - forward, f.a.grad.clone()
+    assert counts["seminorm"] < counts[None]
+    assert torch.allclose(grads["seminorm"], grads[None], rtol=1e-5)
+
+
+def test_time_gradients_match_torchdiffeq_and_the_exact_rule():
+    """dL/dt_i = <dL/dy(t_i), f(y(t_i))>; dL/dt_0 = -<λ(t_0), f(y0)>."""
+    f = Cubic(seed=8)
+    grads = []
+    for fn in (tdq.odeint, tdq.odeint_adjoint, torchdiffeq.odeint, torchdiffeq.odeint_adjoint):
+        t = T.clone().requires_grad_()
+        loss_of(fn(f, Y0, t, rtol=1e-10, atol=1e-10)).backward()
+        grads.append(t.grad)
+    tt = T.clone()
+    with torch.no_grad():
+        fd = fd_grad(lambda: loss_of(tdq.odeint(f, Y0, tt, rtol=1e-10, atol=1e-10)), tt)
+    for g in grads:
+        assert torch.allclose(g, fd, rtol=1e-5, atol=1e-6)
+
+
+def test_tuple_state_adjoint_gradients():
+    w = torch.tensor([0.3, -0.2], dtype=F64, requires_grad=True)
+
+    def f(t, s):
+        x, v = s
+        return v, -x + w[0] * v + w[1] * x ** 3
+
+    y0 = (torch.tensor([1.0], dtype=F64), torch.tensor([0.0], dtype=F64))
+    t = torch.linspace(0, 1, 3, dtype=F64)
+    gs = []
+    for fn, kw in ((tdq.odeint, {}), (tdq.odeint_adjoint, {"adjoint_params": (w,)})):
+        w.grad = None
+        x, v = fn(f, y0, t, rtol=1e-10, atol=1e-10, **kw)
+        (x[-1] * v[-1]).sum().backward()
+        gs.append(w.grad.clone())
+    with torch.no_grad():
+        fd = fd_grad(lambda: (lambda s: (s[0][-1] * s[1][-1]).sum())(tdq.odeint(f, y0, t, rtol=1e-10, atol=1e-10)), w)
+    assert torch.allclose(gs[0], fd, rtol=1e-5) and torch.allclose(gs[1], fd, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sensealg", [pyode.GaussAdjoint(), pyode.InterpolatingAdjoint(), pyode.BacksolveAdjoint(),
+                                      pyode.ForwardSensitivity(), pyode.DirectAdjoint(checkpoints=3)])
+def test_pyode_sensealg_through_odeint(sensealg):
+    f = Cubic(seed=9)
+    y0 = Y0.clone().requires_grad_()
+    loss_of(tdq.odeint(f, y0, T, rtol=1e-10, atol=1e-10)).backward()
+    want = (y0.grad.clone(), f.w1.grad.clone())
+    f.zero_grad()
+    y0.grad = None
+    loss_of(tdq.odeint(f, y0, T, rtol=1e-10, atol=1e-10, method="tsit5", sensealg=sensealg)).backward()
+    assert torch.allclose(y0.grad, want[0], rtol=1e-5, atol=1e-8)
+    assert torch.allclose(f.w1.grad, want[1], rtol=1e-5, atol=1e-8)
+
+
+def test_sensealg_refusals():
+    f = lambda t, y: -y                                                      # noqa: E731
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    y0 = torch.ones(1, dtype=F64)
+    with pytest.raises(TypeError, match="func must be an nn.Module"):
+        tdq.odeint(f, y0, t, sensealg=pyode.GaussAdjoint())
+    with pytest.raises(ValueError, match="needs one of pyode's methods"):
+        tdq.odeint(Cubic(), Y0, t, method="rk4", sensealg=pyode.GaussAdjoint())
+    with pytest.raises(TypeError, match="got the class GaussAdjoint"):
+        tdq.odeint(Cubic(), Y0, t, sensealg=pyode.GaussAdjoint)
+
+
+def test_adjoint_argument_errors_as_torchdiffeq():
+    f = lambda t, y: -y                                                      # noqa: E731
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    y0 = torch.ones(1, dtype=F64)
+    with pytest.raises(ValueError, match="func must be an instance of nn.Module"):
+        tdq.odeint_adjoint(f, y0, t)
+    with pytest.raises(ValueError, match="cannot infer `adjoint_options`"):
+        tdq.odeint_adjoint(Cubic(), Y0, t, method="dopri5", adjoint_method="bosh3", options={"max_step": 1.0})
+    with pytest.raises(ValueError, match="adjoint_options\\['norm'\\] must be 'seminorm' or a function"):
+        tdq.odeint_adjoint(Cubic(), Y0, t, adjoint_options={"norm": "semi"})
+
+
+class Robertson(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.logk = torch.nn.Parameter(torch.tensor([math.log(0.04), math.log(3e7), math.log(1e4)], dtype=F64))
+
+    def forward(self, t, y):
+        k1, k2, k3 = self.logk.exp()
+        a, b, c = y.unbind(-1)
+        return torch.stack([-k1 * a + k3 * b * c, k1 * a - k3 * b * c - k2 * b * b, k2 * b * b], -1)
+
+
+def test_stiff_gradients_through_odeint_and_a_pyode_adjoint():
+    """Robertson's rate constants: autograd through Rodas5P and GaussAdjoint (which, unlike a
+    backsolve adjoint, stays stable on stiff problems) against finite differences."""
+    rober = Robertson()
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 1.0, 10.0], dtype=F64)
+    kw = dict(rtol=1e-9, atol=1e-12, method="rodas5p")
+    with torch.no_grad():
+        fd = fd_grad(lambda: tdq.odeint(rober, y0, t, **kw)[-1, 0], rober.logk, eps=1e-5)
+    for sensealg in (None, pyode.GaussAdjoint()):
+        rober.zero_grad()
+        tdq.odeint(rober, y0, t, sensealg=sensealg, **kw)[-1, 0].backward()
+        assert torch.allclose(rober.logk.grad, fd, rtol=1e-4, atol=1e-10), sensealg
+
+
+def test_odeint_adjoint_with_a_stiff_method_on_both_passes():
+    """A mildly stiff linear system (eigenvalues -1 and -20): the backward solve uses Rodas5P too,
+    with finite-difference Jacobians of the augmented dynamics."""
+    theta = torch.tensor([1.0, 20.0, 0.5], dtype=F64, requires_grad=True)
+
+    def f(t, y):
+        return torch.stack([-theta[0] * y[0] + theta[2] * y[1], -theta[1] * y[1]])
+
+    y0 = torch.tensor([1.0, 1.0], dtype=F64)
+    t = torch.tensor([0.0, 0.25, 0.5], dtype=F64)
+    kw = dict(rtol=1e-9, atol=1e-12, method="rodas5p")
+    tdq.odeint_adjoint(f, y0, t, adjoint_params=(theta,), **kw)[1:, 0].sum().backward()
+    g_adj = theta.grad.clone()
+    theta.grad = None
+    tdq.odeint(f, y0, t, **kw)[1:, 0].sum().backward()
+    assert torch.allclose(g_adj, theta.grad, rtol=1e-6, atol=1e-10)
+
+
+# ---- events ----------------------------------------------------------------------------------
+def ball(g):
+    def f(t, s):
+        h, v = s
+        return v, -g * torch.ones_like(v)
+    return f
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rodas5p", "bosh3"])
+@pytest.mark.parametrize("interface", ["odeint", "odeint_adjoint"])
+def test_event_time_and_its_gradient_for_a_falling_ball(method, interface):
+    """Drop from height h at speed v0: t* = (v0 + sqrt(v0² + 2 g h)) / g, known in closed form."""
+    g = torch.tensor(9.81, dtype=F64, requires_grad=True)
+    h = torch.tensor(10.0, dtype=F64, requires_grad=True)
+    v0 = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    t0 = torch.tensor(0.0, dtype=F64, requires_grad=True)
+    f = ball(g)
+    kw = dict(method=method, rtol=1e-10, atol=1e-12)
+    if interface == "odeint":
+        odeint_interface = tdq.odeint
+    else:
+        odeint_interface = tdq.odeint_adjoint
+        kw["adjoint_params"] = (g,)
+    event_t, (hs, vs) = tdq.odeint_event(f, (h, v0), t0, event_fn=lambda t, s: s[0], odeint_interface=odeint_interface,
+                                         **kw)
+    exact = (v0 + torch.sqrt(v0 ** 2 + 2 * g * h)) / g
+    assert hs.shape == (2,) and vs.shape == (2,)
+    assert abs(float(event_t - exact)) < 1e-9
+    assert abs(float(hs[-1])) < 1e-8
+    want = torch.autograd.grad(t0 + exact, (g, h, v0, t0))
+    got = torch.autograd.grad(event_t, (g, h, v0, t0), retain_graph=True)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-9)
+    # the speed at impact: -sqrt(v0² + 2 g h), differentiable as well
+    got_v = torch.autograd.grad(vs[-1], (g, h))
+    want_v = torch.autograd.grad(-torch.sqrt(v0 ** 2 + 2 * g * h), (g, h))
+    for a, b in zip(got_v, want_v):
+        assert torch.allclose(a, b, rtol=1e-6)
+
+
+def test_event_matches_torchdiffeq_and_handles_reverse_time_and_several_functions():
+    f = lambda t, y: torch.stack([y[1], -y[0]])                              # noqa: E731
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t0 = torch.tensor(0.0, dtype=F64)
+    # several event functions: the first to reach zero ends the solve (y0 = cos t hits 0.5 at pi/3)
+    events = lambda t, y: torch.stack([y[0] - 0.5, y[1] + 2.0])              # noqa: E731
+    ours = tdq.odeint_event(f, y0, t0, event_fn=events, rtol=1e-10, atol=1e-12)
+    theirs = torchdiffeq.odeint_event(f, y0, t0, event_fn=events, rtol=1e-10, atol=1e-12)
+    assert abs(float(ours[0]) - math.pi / 3) < 1e-9
+    assert abs(float(ours[0] - theirs[0])) < 1e-9 and torch.allclose(ours[1], theirs[1], atol=1e-9)
+    back_t, back = tdq.odeint_event(f, y0, t0, event_fn=lambda t, y: y[0] - 0.5, reverse_time=True,
+                                    rtol=1e-10, atol=1e-12)
+    assert abs(float(back_t) + math.pi / 3) < 1e-9 and abs(float(back[-1, 0]) - 0.5) < 1e-9
+
+
+def test_odeint_with_event_fn_returns_event_time_and_endpoint_states():
+    f = lambda t, y: -y                                                      # noqa: E731
+    y0 = torch.tensor([4.0], dtype=F64)
+    event_t, sol = tdq.odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), event_fn=lambda t, y: y[0] - 1.0,
+                              rtol=1e-10, atol=1e-12)
+    assert sol.shape == (2, 1) and abs(float(event_t) - math.log(4.0)) < 1e-9
+    assert event_t.dtype == F64 and event_t.shape == ()
+
+
+def test_event_never_reached_fails_clearly():
+    with pytest.raises(RuntimeError, match="event may never happen"):
+        tdq.odeint(lambda t, y: y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                   event_fn=lambda t, y: y[0], options={"max_num_steps": 200})
+    with pytest.raises(ValueError, match="scipy_solver"):
+        tdq.odeint(lambda t, y: -y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                   event_fn=lambda t, y: y[0] - 0.5, method="scipy_solver")
+
+
+# ---- odeint_dense ---------------------------------------------------------------------------
+def test_odeint_dense_interpolates_with_gradients():
+    k = torch.tensor(0.5, dtype=F64, requires_grad=True)
+    fn = tdq.odeint_dense(lambda t, y: -k * y, torch.ones(2, dtype=F64), torch.tensor(0.0, dtype=F64),
+                          torch.tensor(2.0, dtype=F64), rtol=1e-10, atol=1e-10)
+    tq = torch.tensor([0.3, 1.7], dtype=F64)
+    y = fn(tq)
+    assert y.shape == (2, 2)
+    assert torch.allclose(y[:, 0], torch.exp(-0.5 * tq), rtol=1e-8)
+    y[1, 0].backward()
+    assert abs(float(k.grad) + 1.7 * math.exp(-0.85)) < 1e-7
+
+
+# ---- callbacks --------------------------------------------------------------------------------
+def test_solver_callbacks_are_reported_as_ignored():
+    class WithCallback(torch.nn.Module):
+        def forward(self, t, y):
+            return -y
+
+        def callback_step(self, t0, y0, dt):
+            pass
+
+    with pytest.warns(UserWarning, match="does not call solver callbacks"):
+        tdq.odeint(WithCallback(), torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))
