@@ -600,5 +600,22 @@ def test_solver_callbacks_are_reported_as_ignored():
         def callback_step(self, t0, y0, dt):
             pass
 
-    with pytest.warns(UserWarning, match="does not call solver callbacks"):
+    with pytest.warns(UserWarning, match="does not call these solver callbacks"):
         tdq.odeint(WithCallback(), torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))
+
+
+def test_fixed_grid_methods_call_callback_step_in_the_users_frame():
+    calls = []
+
+    class WithCallback(torch.nn.Module):
+        def forward(self, t, y):
+            return -y
+
+        def callback_step(self, t0, y0, dt):
+            calls.append((float(t0), tuple(y0.shape), float(dt)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tdq.odeint(WithCallback(), torch.ones(2, 1, dtype=F64), torch.tensor([1.0, 0.5, 0.0], dtype=F64),
+                   method="euler")
+    assert calls == [(1.0, (2, 1), 0.5), (0.5, (2, 1), 0.5)]

@@ -205,7 +205,19 @@ def _flat_func(func: Callable, spec: Spec) -> Callable:
                              "shape of y")
         return dy if sign > 0 else -dy
 
+    user_callback = getattr(func, "callback_step", None)
+    if callable(user_callback) and method_calls_callback_step(spec.method):
+        def callback_step(t0, y0, dt):
+            return user_callback(-t0 if spec.reversed else t0, spec.unflatten(y0, ()), dt)
+
+        flat.callback_step = callback_step
     return flat
+
+
+def method_calls_callback_step(method: Method) -> bool:
+    """torchdiffeq's fixed-grid solvers call ``func.callback_step`` before every step; pyode's step
+    loop (the adaptive family) calls no user code but ``func``."""
+    return method.family == "fixed_grid"
 
 
 def _flat_norm(norm: Optional[Callable], spec: Spec) -> Callable:
@@ -236,7 +248,9 @@ def _combine_event_functions(event_fn: Callable, t0: torch.Tensor, y0) -> Callab
 
 
 def _warn_callbacks(func, method: Method) -> None:
-    found = [name for name in _CALLBACKS + tuple(n + "_adjoint" for n in _CALLBACKS) if hasattr(func, name)]
+    names = _CALLBACKS + tuple(n + "_adjoint" for n in _CALLBACKS)
+    found = [name for name in names if callable(getattr(func, name, None))
+             and not (name == "callback_step" and method_calls_callback_step(method))]
     if found:
-        warnings.warn(f"pyode.compat.torchdiffeq does not call solver callbacks; {found} on func are ignored "
-                      f"(method {method.name!r})")
+        warnings.warn(f"pyode.compat.torchdiffeq does not call these solver callbacks with method "
+                      f"{method.name!r}: {found} on func are ignored (the fixed-grid methods call callback_step)")
