@@ -26,12 +26,12 @@ PYODE_NAMES = ["tsit5", "vern7", "rodas5p", "kencarp4", "fbdf"]
 class Cubic(torch.nn.Module):
     """A small nonlinear network right-hand side with parameters (Chen et al.'s spiral, cubed input)."""
 
-    def __init__(self, seed=0, dtype=F64):
+    def __init__(self, seed=0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.w1 = torch.nn.Parameter(0.5 * torch.randn(2, 16, generator=g, dtype=dtype))
-        self.w2 = torch.nn.Parameter(0.5 * torch.randn(16, 2, generator=g, dtype=dtype))
-        self.a = torch.nn.Parameter(torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=dtype))
+        self.w1 = torch.nn.Parameter(0.5 * torch.randn(2, 16, generator=g, dtype=F64))
+        self.w2 = torch.nn.Parameter(0.5 * torch.randn(16, 2, generator=g, dtype=F64))
+        self.a = torch.nn.Parameter(torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=F64))
 
     def forward(self, t, y):
         return (y ** 3) @ self.a * 0.5 + torch.tanh(y @ self.w1) @ self.w2 * 0.1
@@ -619,3 +619,87 @@ def test_fixed_grid_methods_call_callback_step_in_the_users_frame():
         tdq.odeint(WithCallback(), torch.ones(2, 1, dtype=F64), torch.tensor([1.0, 0.5, 0.0], dtype=F64),
                    method="euler")
     assert calls == [(1.0, (2, 1), 0.5), (0.5, (2, 1), 0.5)]
+
+
+# ---- more layouts and dtypes ------------------------------------------------------------------
+def test_float32_state_default_tolerances_and_norm_dtype():
+    """torchdiffeq's default rtol=1e-7 is below float32's resolution: the drop-in still runs (at the
+    finest relative tolerance float32 supports) and a custom norm sees float32 values."""
+    f = Cubic(seed=10).float()
+    y0 = Y0.float()
+    seen = set()
+
+    def norm(x):
+        seen.add(x.dtype)
+        return x.abs().max()
+
+    out = tdq.odeint(f, y0, T.float(), options={"norm": norm})
+    assert out.dtype == torch.float32 and seen == {torch.float32}
+    ref = reference(Cubic(seed=10), Y0, T)
+    assert (out.double() - ref).abs().max() < 1e-4
+    # and the adjoint in float32 agrees with autograd through the solver
+    y = y0.clone().requires_grad_()
+    loss_of(tdq.odeint_adjoint(f, y, T.float())).backward()
+    g_adj = y.grad.clone()
+    y.grad = None
+    loss_of(tdq.odeint(f, y, T.float())).backward()
+    assert torch.allclose(g_adj, y.grad, rtol=1e-3, atol=1e-4)
+
+
+def test_pyode_fixed_step_algorithm_object_takes_step_size():
+    t = torch.linspace(0, 1, 3, dtype=F64)
+    out = tdq.odeint(lambda t, y: -y, torch.ones(2, dtype=F64), t, method=pyode.RK4(), options={"step_size": 0.05})
+    assert torch.allclose(out[:, 0], torch.exp(-t), rtol=1e-6)
+    with pytest.raises(ValueError, match="takes fixed steps: pass options=\\{'step_size'"):
+        tdq.odeint(lambda t, y: -y, torch.ones(2, dtype=F64), t, method=pyode.RK4())
+
+
+def test_non_finite_y0_is_refused():
+    with pytest.raises(ValueError, match="y0 contains NaN or Inf"):
+        tdq.odeint(lambda t, y: -y, torch.tensor([1.0, float("nan")], dtype=F64), T)
+
+
+def test_adjoint_finds_the_tensors_of_a_data_parallel_replica():
+    """A DataParallel replica keeps its weights as plain attributes: they are still differentiated."""
+    class Replica(torch.nn.Module):
+        def __init__(self, w):
+            super().__init__()
+            self._is_replica = True
+            self.w = w                        # not an nn.Parameter, as in a replica
+
+        def forward(self, t, y):
+            return -self.w * y
+
+    w = torch.tensor(0.8, dtype=F64, requires_grad=True)
+    tdq.odeint_adjoint(Replica(w), torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))[-1].sum().backward()
+    assert abs(float(w.grad) + math.exp(-0.8)) < 1e-7
+
+
+def test_tuple_adjoint_custom_norm_sees_the_tuple_layout():
+    seen = []
+
+    def adjoint_norm(z):
+        seen.append(tuple(tuple(x.shape) for x in z))
+        return max(x.abs().max() for x in z)
+
+    w = torch.tensor([0.5], dtype=F64, requires_grad=True)
+    y0 = (torch.ones(2, dtype=F64), torch.zeros(3, 1, dtype=F64))
+    f = lambda t, s: (-w * s[0], s[1] * 0 + w)                               # noqa: E731
+    a, b = tdq.odeint_adjoint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), adjoint_params=(w,),
+                              adjoint_options={"norm": adjoint_norm})
+    (a[-1].sum() + b[-1].sum()).backward()
+    assert set(seen) == {((), (2,), (3, 1), (2,), (3, 1), (1,))}
+    assert abs(float(w.grad) - (-2 * math.exp(-0.5) + 3)) < 1e-7
+
+
+def test_event_with_a_tuple_state_through_odeint_adjoint_matches_torchdiffeq():
+    g = torch.tensor(9.81, dtype=F64, requires_grad=True)
+    h = torch.tensor(10.0, dtype=F64, requires_grad=True)
+    grads = []
+    for lib in (tdq, torchdiffeq):
+        t_ev, (hs, vs) = lib.odeint_event(ball(g), (h, torch.tensor(0.0, dtype=F64)), torch.tensor(0.0, dtype=F64),
+                                          event_fn=lambda t, s: s[0], odeint_interface=lib.odeint_adjoint,
+                                          adjoint_params=(g,), rtol=1e-10, atol=1e-12)
+        grads.append(torch.autograd.grad(t_ev + vs[-1], (g, h)))
+    for ours, theirs in zip(*grads):
+        assert torch.allclose(ours, theirs, rtol=1e-6)

@@ -25,13 +25,15 @@ __all__ = ["solve_adaptive", "solve_adaptive_until_event"]
 # float64 in pyode.
 _KNOWN = {"min_step", "max_step", "first_step", "step_t", "jump_t", "safety", "ifactor", "dfactor",
           "max_num_steps", "dtype", "norm"}
+_KNOWN_FIXED = {"step_size", "max_num_steps", "norm"}     # a pyode fixed-step algorithm object
 _MAX_NUM_STEPS = 2 ** 31 - 1
 
 
 def _solve_kwargs(spec: Spec, t0: float, t1: float) -> dict:
     """``pyode.solve`` keywords for torchdiffeq's options (warning about the unknown ones, as torchdiffeq)."""
     opts = spec.options
-    unknown = {k: v for k, v in opts.items() if k not in _KNOWN}
+    known = _KNOWN if spec.method.alg.adaptive else _KNOWN_FIXED
+    unknown = {k: v for k, v in opts.items() if k not in known}
     if unknown:
         warnings.warn(f"{spec.method.solver_name}: Unexpected arguments {unknown}")
     span = abs(t1 - t0)
@@ -59,8 +61,15 @@ def _solve_kwargs(spec: Spec, t0: float, t1: float) -> dict:
         kw["controller"] = IController(gamma=tuned.get("safety", 0.9), qmin=tuned.get("dfactor", 0.2),
                                        qmax=tuned.get("ifactor", 10.0))
     if spec.user_norm or spec.shapes is not None:
-        norm = opts["norm"]
-        kw["internalnorm"] = lambda r: torch.stack([torch.as_tensor(norm(row)) for row in r])
+        norm, dtype = opts["norm"], spec.y0.dtype
+        # pyode hands the scaled error over in float64; torchdiffeq's norms see the state's dtype.
+        kw["internalnorm"] = lambda r: torch.stack([torch.as_tensor(norm(row.to(dtype))) for row in r])
+    if not spec.method.alg.adaptive:
+        # one of pyode's fixed-step methods passed as an object: its step is torchdiffeq's step_size
+        if opts.get("step_size") is None:
+            raise ValueError(f"method={spec.method.alg!r} takes fixed steps: pass options={{'step_size': ...}} "
+                             "(or use torchdiffeq's fixed-grid methods by name, e.g. method='rk4')")
+        kw["dt"] = min(abs(float(opts["step_size"])), span)
     return kw
 
 

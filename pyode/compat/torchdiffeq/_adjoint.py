@@ -57,7 +57,7 @@ def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
     else:
         adjoint_options = dict(adjoint_options)
 
-    params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
+    params = _find_parameters(func) if adjoint_params is None else tuple(adjoint_params)
     for i, p in enumerate(params):
         if not isinstance(p, torch.Tensor):
             raise TypeError(f"adjoint_params[{i}] is a {type(p).__name__}; adjoint_params must be tensors")
@@ -77,6 +77,15 @@ def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
     if spec.reversed:
         event_t = -event_t
     return event_t, spec.unflatten(solution, (2,))
+
+
+def _find_parameters(module: nn.Module) -> tuple:
+    """``module.parameters()``, or for an ``nn.DataParallel`` replica (whose parameters are plain
+    attributes there) the tensors that require grad, as torchdiffeq finds them."""
+    if getattr(module, "_is_replica", False):
+        return tuple(v for m in module.modules() for v in m.__dict__.values()
+                     if isinstance(v, torch.Tensor) and v.requires_grad)
+    return tuple(module.parameters())
 
 
 def _adjoint_norm(norm, spec: Spec) -> Callable:

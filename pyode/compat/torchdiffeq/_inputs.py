@@ -105,6 +105,8 @@ def normalize(func: Callable, y0, t, rtol, atol, method, options, event_fn) -> S
                         "with y0.float() or y0.double() (complex states: split into real and imaginary parts)")
     if flat_y0.numel() == 0:
         raise ValueError(f"y0 has no elements (shape {tuple(y0.shape) if shapes is None else shapes})")
+    if not bool(torch.isfinite(flat_y0).all()):
+        raise ValueError("y0 contains NaN or Inf; every initial value must be finite")
     shape = y0.shape if shapes is None else flat_y0.shape
     rtol = _tolerance("rtol", rtol, flat_y0)
     atol = _tolerance("atol", atol, flat_y0)
