@@ -738,3 +738,18 @@ def test_continuous_normalizing_flow_matches_torchdiffeq(interface):
         results.append((z[-1].detach(), logp[-1].detach(), cnf.w.grad.clone()))
     for ours, theirs in zip(*results):
         assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("interp", ["linear", "cubic"])
+def test_fixed_grid_event_through_odeint_event_matches_torchdiffeq(interp):
+    g = torch.tensor(9.81, dtype=F64, requires_grad=True)
+    h = torch.tensor(10.0, dtype=F64, requires_grad=True)
+    out = []
+    for lib in (tdq, torchdiffeq):
+        t_ev, (hs, vs) = lib.odeint_event(ball(g), (h, torch.tensor(0.0, dtype=F64)), torch.tensor(0.0, dtype=F64),
+                                          event_fn=lambda t, s: s[0], method="rk4", atol=1e-10,
+                                          options={"step_size": 0.05, "interp": interp})
+        out.append((t_ev.detach(), vs[-1].detach(), *torch.autograd.grad(t_ev, (g, h))))
+    for ours, theirs in zip(*out):
+        assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+    assert abs(float(out[0][0]) - math.sqrt(2 * 10.0 / 9.81)) < (1e-2 if interp == "linear" else 1e-4)
