@@ -29,7 +29,7 @@ _KNOWN_FIXED = {"step_size", "max_num_steps", "norm"}     # a pyode fixed-step a
 _MAX_NUM_STEPS = 2 ** 31 - 1
 
 
-def _solve_kwargs(spec: Spec, t0: float, t1: float) -> dict:
+def _solve_kwargs(spec: Spec, t0: float, t1: float, intervals: int = 1) -> dict:
     """``pyode.solve`` keywords for torchdiffeq's options (warning about the unknown ones, as torchdiffeq)."""
     opts = spec.options
     known = _KNOWN if spec.method.alg.adaptive else _KNOWN_FIXED
@@ -41,7 +41,9 @@ def _solve_kwargs(spec: Spec, t0: float, t1: float) -> dict:
     # torchdiffeq runs it anyway, so the drop-in asks for the finest relative accuracy that exists.
     floor = 4 * torch.finfo(spec.y0.dtype).eps
     rtol = spec.rtol.clamp(min=floor) if isinstance(spec.rtol, torch.Tensor) else max(spec.rtol, floor)
-    kw = dict(reltol=rtol, abstol=spec.atol, maxiters=int(opts.get("max_num_steps", _MAX_NUM_STEPS)))
+    # torchdiffeq counts max_num_steps per output interval; pyode's maxiters bounds the whole solve.
+    maxiters = min(int(opts.get("max_num_steps", _MAX_NUM_STEPS)) * max(intervals, 1), 2 ** 62)
+    kw = dict(reltol=rtol, abstol=spec.atol, maxiters=maxiters)
     if opts.get("first_step") is not None:
         kw["dt"] = min(abs(float(opts["first_step"])), span)
     if opts.get("max_step") is not None and math.isfinite(float(opts["max_step"])):
@@ -86,7 +88,8 @@ def solve_adaptive(spec: Spec, sensealg=None, p=None) -> torch.Tensor:
     t0, t1 = float(t[0].detach()), float(t[-1].detach())
     tspan = (t[0], t[-1]) if t.requires_grad else (t0, t1)
     prob = ODEProblem(f, spec.y0, tspan, p)
-    sol = solve(prob, spec.method.alg, saveat=t, dense=False, sensealg=sensealg, **_solve_kwargs(spec, t0, t1))
+    sol = solve(prob, spec.method.alg, saveat=t, dense=False, sensealg=sensealg,
+                **_solve_kwargs(spec, t0, t1, intervals=len(t) - 1))
     return sol.u.to(spec.y0.dtype)
 
 

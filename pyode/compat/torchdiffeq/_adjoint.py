@@ -67,6 +67,13 @@ def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
                       "excluded from the adjoint pass, and will not appear as a tensor in the adjoint norm.")
 
     spec = normalize(func, y0, t, rtol, atol, method, options, event_fn)
+    if isinstance(resolve_method(adjoint_method).alg, (AbstractStiffAlgorithm, AutoSwitch)):
+        warnings.warn(f"odeint_adjoint with adjoint_method={adjoint_method!r} re-solves the state backwards in time "
+                      "together with the adjoint (torchdiffeq's backsolve adjoint): for a stiff problem that "
+                      "backward solve is unstable, and every Jacobian of the augmented system costs one "
+                      "evaluation of func per state and parameter. For stiff problems use "
+                      "odeint(func, y0, t, method=..., sensealg=pyode.GaussAdjoint()) (func an nn.Module), "
+                      "which integrates only the adjoint backwards, on the forward solution")
     adjoint_options["norm"] = _adjoint_norm(adjoint_options.get("norm"), spec)
     backward = _Backward(spec, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options, kept, spec.t.requires_grad)
     out = _OdeintAdjoint.apply(backward, spec.t, spec.y0, *kept)
