@@ -56,6 +56,8 @@ T = torch.linspace(0.0, 2.0, 7, dtype=F64)
 
 
 # ---- shapes and layouts -----------------------------------------------------------------------
+# Coarse grids (t itself) leave the Adams corrector unconverged, with torchdiffeq's warning.
+@pytest.mark.filterwarnings("ignore:Functional iteration did not converge")
 @pytest.mark.parametrize("method", ADAPTIVE + FIXED + PYODE_NAMES + ["scipy_solver"])
 @pytest.mark.parametrize("shape", [(3,), (2, 3), (2, 1, 3)])
 def test_output_shape_matches_torchdiffeq(method, shape):
@@ -160,6 +162,7 @@ def test_decreasing_time_matches_reference_and_func_sees_real_times():
     assert min(times) >= -1.0 - 1e-12 and max(times) <= 1.0 + 1e-12 and min(times) < 0.0
 
 
+@pytest.mark.filterwarnings("ignore:The following arguments have no effect")    # min_step, passed as torchdiffeq does
 def test_scipy_solver_matches_reference_and_reports_failure():
     f = Cubic(seed=3)
     with torch.no_grad():
@@ -540,11 +543,14 @@ def test_event_time_and_its_gradient_for_a_falling_ball(method, interface):
     else:
         odeint_interface = tdq.odeint_adjoint
         kw["adjoint_params"] = (g,)
-    event_t, (hs, vs) = tdq.odeint_event(f, (h, v0), t0, event_fn=lambda t, s: s[0], odeint_interface=odeint_interface,
-                                         **kw)
+    with warnings.catch_warnings():
+        # the stiff-adjoint warning (this problem is not stiff)
+        warnings.filterwarnings("ignore", "odeint_adjoint with adjoint_method='rodas5p'")
+        event_t, (hs, vs) = tdq.odeint_event(f, (h, v0), t0, event_fn=lambda t, s: s[0],
+                                             odeint_interface=odeint_interface, **kw)
     exact = (v0 + torch.sqrt(v0 ** 2 + 2 * g * h)) / g
     assert hs.shape == (2,) and vs.shape == (2,)
-    assert abs(float(event_t - exact)) < 1e-9
+    assert abs(float((event_t - exact).detach())) < 1e-9
     assert abs(float(hs[-1])) < 1e-8
     want = torch.autograd.grad(t0 + exact, (g, h, v0, t0))
     got = torch.autograd.grad(event_t, (g, h, v0, t0), retain_graph=True)

@@ -97,7 +97,7 @@ def solve_adaptive_until_event(spec: Spec) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(event_t, stack([y0, y(event_t)]))``: step until ``event_fn`` changes sign at a step's end,
     then bisect on that step's interpolant to ``atol`` in time (torchdiffeq's rule). The state at the
     event is differentiable (autograd through the solver); the event time is not (see odeint_event)."""
-    t0 = float(spec.t[0])
+    t0 = float(spec.t[0].detach())
     y0, func, event_fn = spec.y0, spec.func, spec.event_fn
     t0_t = spec.t[0].detach().to(torch.float64)
     with torch.no_grad():
