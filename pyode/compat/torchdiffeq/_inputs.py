@@ -154,7 +154,7 @@ def _check_times(t, event_fn) -> None:
 
 def _tuple_tol(name: str, tol, shapes):
     """A per-tensor tolerance for a tuple state (one entry per tensor) expanded to the flat state."""
-    if isinstance(tol, torch.Tensor) and tol.ndim == 0 or not isinstance(tol, (tuple, list, torch.Tensor)):
+    if (isinstance(tol, torch.Tensor) and tol.ndim == 0) or not isinstance(tol, (tuple, list, torch.Tensor)):
         return tol
     tol = tuple(tol)
     if len(tol) != len(shapes):
