@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -22,7 +23,7 @@ from .sensealg import (AbstractSensitivityAlgorithm, BacksolveAdjoint, DirectAdj
 __all__ = ["solve"]
 
 _KEYWORDS = ("saveat", "reltol", "abstol", "dt", "adaptive", "maxiters", "dtmin", "dtmax", "tstops",
-             "controller", "throw", "progress", "dense", "sensealg", "backend", "internalnorm")
+             "controller", "throw", "progress", "dense", "sensealg", "backend", "internalnorm", "compile")
 _BACKENDS = ("native", "julia")
 
 
@@ -31,7 +32,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
           maxiters: int = 100_000, dtmin: Optional[float] = None, dtmax: Optional[float] = None,
           tstops: Any = None, controller: Optional[AbstractController] = None, throw: bool = True,
           progress: bool = False, dense: Optional[bool] = None, sensealg: Optional[AbstractSensitivityAlgorithm] = None,
-          backend: str = "native", internalnorm: Optional[Callable] = None, **unknown) -> ODESolution:
+          backend: str = "native", internalnorm: Optional[Callable] = None, compile: Optional[bool] = None,
+          **unknown) -> ODESolution:
     """Integrate ``prob`` with algorithm ``alg`` (default :class:`Tsit5`).
 
     Arguments:
@@ -73,6 +75,14 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             the state (DifferentialEquations.jl's ``internalnorm``), e.g. ``lambda e: e.abs().amax(-1)``
             for the max norm. Forward solves only: adjoint solves use their own norms; FBDF/QNDF
             choose their order with RMS norms.
+        compile: ``True`` runs the fused path (:mod:`pyode.native._fused`): the step loop as tensor
+            code, several steps per ``torch.compile``-d call, and DirectAdjoint gradients assembled
+            parallel in time. Explicit Runge-Kutta methods with ``saveat`` or ``dense=False`` and the
+            default ``sensealg``; the same steps and results as ``False`` up to round-off. The
+            first solve compiles (10-40 s); later solves with the same method, ``f`` and shapes
+            reuse it. ``f`` must be traceable (no ``.item()``, no data-dependent Python branches,
+            side effects run once per compiled call). Default ``False`` (the environment variable
+            ``PYODE_COMPILE=1`` turns it on wherever the fused path applies).
 
     Returns:
         :class:`ODESolution`.
@@ -95,6 +105,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     alg = _check_alg(alg)
     if backend not in _BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; choose one of {_BACKENDS}")
+    explicit_compile = compile is not None
+    compile = _compile_mode(compile)
     for name, value in (("throw", throw), ("progress", progress)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False; got {value!r}")
@@ -164,6 +176,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                          "state and the sensitivities together; use DirectAdjoint() or an adjoint")
 
     if backend == "julia":
+        if explicit_compile and compile:
+            raise ValueError("compile=True applies to the native engine; drop it with backend='julia' "
+                             "(DifferentialEquations.jl compiles the solve itself)")
         if internalnorm is not None:
             raise ValueError("internalnorm= is not supported by backend='julia' (a Python norm would run "
                              "at every step through the bridge); drop it or use backend='native'")
@@ -191,7 +206,14 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                         reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive, maxiters=int(maxiters),
                         dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress,
                         controller=controller, internalnorm=internalnorm)
-    if isinstance(sensealg, ForwardSensitivity):
+    fused = _fused_mode(compile, explicit_compile, alg, opts, sensealg)
+    if fused is not None:
+        from .native._fused import fused_integrate
+
+        raw = fused_integrate(prob.f, u0, prob.p,
+                              lambda rhs: _native_stepper(alg, rhs, prob, reltol_v, abstol_v, user_controller),
+                              opts, prob.batch_shape, compiled=fused == "compiled")
+    elif isinstance(sensealg, ForwardSensitivity):
         raw = _forward_sensitivity(prob, alg, opts, user_controller)
     elif isinstance(sensealg, (BacksolveAdjoint, GaussAdjoint, InterpolatingAdjoint, QuadratureAdjoint)):
         raw = _adjoint(prob, alg, opts, user_controller, sensealg)
@@ -215,6 +237,41 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         raw.u = attach_saved_times(raw.u.reshape(raw.u.shape[0], *prob.batch_shape, n), times, prob.f, prob.p)
         raw.t = times
     return _wrap(prob, alg, raw, throw, adaptive)
+
+
+_COMPILE_ENV = {"": False, "0": False, "1": "compiled", "eager": "eager"}
+
+
+def _compile_mode(compile):
+    """``False``, ``"compiled"`` or ``"eager"`` (the fused path without ``torch.compile``: what the
+    test suite runs under ``PYODE_COMPILE=eager`` to check the fused logic quickly)."""
+    if compile is None:
+        value = os.environ.get("PYODE_COMPILE", "")
+        if value not in _COMPILE_ENV:
+            raise ValueError(f"environment variable PYODE_COMPILE={value!r} is not understood; "
+                             f"use one of {sorted(_COMPILE_ENV)}")
+        return _COMPILE_ENV[value]
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be True or False; got {compile!r}")
+    return "compiled" if compile else False
+
+
+def _fused_mode(compile, explicit: bool, alg, opts, sensealg):
+    """The fused path's mode for this solve, or None for the reference loop. An explicit
+    ``compile=True`` that cannot be honoured is an error; the environment's default just falls back."""
+    if not compile:
+        return None
+    from .native._fused import fused_unsupported
+
+    reason = fused_unsupported(alg, opts)
+    if reason is None and not (isinstance(sensealg, DirectAdjoint) and sensealg.checkpoints is None):
+        reason = (f"computes DirectAdjoint() gradients (backpropagation through the steps), not "
+                  f"{sensealg!r}; drop sensealg or compile")
+    if reason is None:
+        return compile
+    if explicit:
+        raise ValueError(f"compile=True: the fused path {reason}")
+    return None
 
 
 def _adjoint(prob: ODEProblem, alg, opts, controller, sensealg):

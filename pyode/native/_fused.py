@@ -1,0 +1,341 @@
+"""The fused path of explicit Runge-Kutta solves: the loop as tensor code, gradients parallel in time.
+
+The reference loop (:class:`._integrate.Loop`) spends most of a small problem's time outside the
+arithmetic: a few hundred tiny torch ops per step, a host synchronisation per step, and, for
+gradients, autograd replaying all of them backwards. Here the same iteration (the same step sizes,
+the same accept/reject decisions, the same return codes) is written without data-dependent Python
+control flow, so that ``chunk`` iterations run as one call that ``torch.compile`` can fuse, with one
+host synchronisation per call.
+
+The forward solve keeps no autograd graph. It records each iteration's start ``(t, y)``, its step
+(zero for members that rejected it or had finished) and its end time. Outputs are then computed
+for all recorded steps at once: the step map ``Φ_r: y_r -> y_{r+1}`` and the continuous extension
+at the save times, ``vmap``-ed over the records. Gradients are those of the discrete solution
+(``DirectAdjoint``: backpropagation through the solver), assembled in a different order:
+
+* ``λ_r = J_rᵀ λ_{r+1} + d_r`` is the only sequential part. ``J_r = ∂Φ_r/∂y_r`` comes from ``n``
+  vector-Jacobian products batched over all records (``n`` the state size), ``d_r`` from one more;
+  the recursion itself is a handful of ``(B, n)`` ops per record.
+* The parameter gradient is one batched backward pass through the recomputed ``Φ`` with the
+  cotangents ``λ_{r+1}``, so closures, ``p`` and ``nn.Module`` parameters are reached as by any
+  autograd graph. A hook on the recomputed outputs swaps in the ``λ`` before that pass runs.
+
+For states larger than :data:`_JACOBIAN_MAX_STATES` the ``J_r`` would cost more than they save; the
+recursion then takes one vector-Jacobian product per record instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+import torch
+
+from .._retcode import ReturnCode
+from ._controller import error_norm
+from ._integrate import _LAND_SLACK_ADAPTIVE, _LAND_SLACK_FIXED, _MAX_NONFINITE_STREAK, Loop, RawSolution, SolveOptions
+from ._saving import interpolate
+
+__all__ = ["fused_integrate", "fused_unsupported", "DEFAULT_CHUNK"]
+
+#: loop iterations per call of the compiled chunk: amortises the ~30 µs of guards and wrapper per call
+#: against iterations wasted after the last member finished (and compile time, which grows with it)
+DEFAULT_CHUNK = 8
+#: the largest state for which the backward pass forms the per-step Jacobians
+_JACOBIAN_MAX_STATES = 32
+
+
+def fused_unsupported(alg, opts: SolveOptions) -> Optional[str]:
+    """Why the fused path cannot run this solve (completing "the fused path ..."), or None."""
+    from ..algorithms import AbstractExplicitRK
+
+    if not isinstance(alg, AbstractExplicitRK):
+        return f"covers explicit Runge-Kutta methods (Tsit5, DP5, Vern7, BS3, RK4, ...), not {alg!r}"
+    if opts.dense:
+        return "has no dense output: pass saveat= or dense=False"
+    if opts.tstops is not None:
+        return "does not take tstops"
+    if opts.progress:
+        return "shows no progress bar"
+    return None
+
+
+@dataclass
+class _Records:
+    """What the forward solve keeps of each loop iteration, stacked: ``(S, B)`` and ``(S, B, n)``."""
+
+    t: torch.Tensor         # start time of the iteration
+    hs: torch.Tensor        # signed step taken (0 unless accepted)
+    t_end: torch.Tensor     # end time of the step taken (t unless accepted)
+    y: torch.Tensor         # state at the start
+    ok: torch.Tensor        # accepted
+
+
+class _FusedLoop:
+    """One solve on the fused path; the setup (first step size, stops, controller) is the reference
+    loop's own, so both start from identical values."""
+
+    def __init__(self, f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable, opts: SolveOptions,
+                 batch_shape: torch.Size, compiled: bool, chunk: int):
+        self.loop = loop = Loop(f_user, u0, p, make_stepper, opts, batch_shape)
+        with torch.no_grad():
+            loop.begin(u0.detach())
+        self.opts, self.compiled, self.chunk = opts, compiled, chunk
+        self.f, self.stepper, self.ctrl = loop.f, loop.stepper, loop.ctrl
+        self.n, self.B, self.direction = loop.n, loop.B, loop.direction
+        self.slack = _LAND_SLACK_ADAPTIVE if opts.adaptive else _LAND_SLACK_FIXED
+        dev = loop.dev
+        # Everything that varies between solves enters the chunk as a tensor, not as a Python
+        # number a compiled chunk would be specialised on.
+        self.stops = loop.stops
+        self.dtmin = torch.tensor(opts.dtmin, dtype=torch.float64, device=dev)
+        self.maxiters = torch.tensor(opts.maxiters, dtype=torch.long, device=dev)
+
+    # ---- the forward loop ---------------------------------------------------------------------
+    def initial_state(self) -> tuple:
+        lp = self.loop
+        return (lp.t, lp.y, lp.k1, lp.h, lp.done, lp.retcode, lp.iters, lp.naccept, lp.nreject, lp.streak,
+                lp.si, self.loop.hmax, self.stops, self.dtmin, self.maxiters, *lp.ctrl_state)
+
+    def iteration(self, state: tuple) -> Tuple[tuple, tuple]:
+        """One loop iteration of every member, as :meth:`Loop.iterate` takes it (no tstops, no saving)."""
+        (t, y, k1, h, done, retcode, iters, naccept, nreject, streak, si, hmax, stops, dtmin, maxiters,
+         *cstate) = state
+        direction, ctrl, opts, f = self.direction, self.ctrl, self.opts, self.f
+        n_stops = stops.shape[0]
+        active = ~done
+        stop = stops[si.clamp(max=n_stops - 1)]
+        dist = direction * (stop - t)
+        h_try = torch.minimum(h, hmax)
+        land = active & (h_try * self.slack >= dist)
+        h_used = torch.where(land, dist, h_try)
+        hs = torch.where(active, direction * h_used, torch.zeros_like(h_used))
+        t_new = torch.where(land, stop, t + hs)
+        att = self.stepper.step(f, t, hs, t_new, y, k1)
+        y1 = att.y1
+        iters = iters + active.long()
+        finite = torch.isfinite(y1).all(-1)
+        if ctrl is not None:
+            eest = error_norm(att.err, y, y1, self.loop.reltol, self.loop.abstol, opts.internalnorm)
+            if att.err_low is not None:
+                e_low = error_norm(att.err_low, y, y1, self.loop.reltol, self.loop.abstol, opts.internalnorm)
+                denom = (eest.square() + 0.01 * e_low.square()).sqrt()
+                eest = torch.where(denom > 0, eest.square() / denom.clamp(min=1e-300), eest)
+            finite = finite & torch.isfinite(eest)
+            ok = active & finite & (eest <= 1.0)
+            rejected = active & ~ok
+            q_acc, q_rej = ctrl.factors(tuple(cstate), eest, h_used, None)
+            h_acc = h_used / q_acc
+            h_acc = torch.where(land & (h_acc < h_try), torch.maximum(h_acc, h_try), h_acc)
+            h_rej = torch.where(finite, h_used / q_rej, h_used * ctrl.qmin)
+            h = torch.where(ok, h_acc, torch.where(rejected, h_rej, h))
+            cstate = ctrl.update(tuple(cstate), ok, eest, h_used)
+            streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, 0, streak))
+            small = rejected & (h < dtmin)
+            unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))
+        else:
+            ok = active & finite
+            rejected = active & ~ok
+            small = unstable = rejected
+        finished = ok & land & (si >= n_stops - 1)
+        out_of_iters = active & ~finished & (iters >= maxiters)
+        code = torch.where(out_of_iters, ReturnCode.MaxIters, retcode)
+        code = torch.where(small, ReturnCode.DtLessThanMin, code)
+        retcode = torch.where(unstable, ReturnCode.Unstable, code)
+        done = done | finished | small | unstable | out_of_iters
+        naccept = naccept + ok.long()
+        nreject = nreject + rejected.long()
+
+        okc = ok[:, None]
+        y_next = torch.where(okc, y1, y)
+        t_end = torch.where(ok, t_new, t)
+        f1 = att.f1 if att.f1 is not None else f(y_next, t_end)
+        k1_next = torch.where(okc, f1, k1)
+        record = (t, torch.where(ok, hs, torch.zeros_like(hs)), t_end, y, ok)
+        state = (t_end, y_next, k1_next, h, done, retcode, iters, naccept, nreject, streak,
+                 si + (ok & land).long(), hmax, stops, dtmin, maxiters, *cstate)
+        return state, record
+
+    def run_chunk(self, state: tuple) -> Tuple[tuple, tuple]:
+        records = []
+        for _ in range(self.chunk):
+            state, record = self.iteration(state)
+            records.append(record)
+        return state, tuple(torch.stack(column) for column in zip(*records))
+
+    def forward(self) -> Tuple[tuple, _Records]:
+        run = self.run_chunk
+        if self.compiled:
+            # Compiled code is cached on run_chunk's code object and reused by later solves with the
+            # same method, f and shapes (dynamo guards on the values it read, not on this object).
+            run = torch.compile(self.run_chunk, fullgraph=True, dynamic=False)
+        state = self.initial_state()
+        chunks = []
+        with torch.no_grad():
+            while not bool(state[4].all()):     # the one host synchronisation per chunk
+                state, rec = run(state)
+                chunks.append(rec)
+        if not chunks:
+            empty = (torch.zeros(0, self.B, dtype=torch.float64, device=self.loop.dev),) * 3
+            records = _Records(*empty, self.loop.y[:0].unsqueeze(0).reshape(0, self.B, self.n),
+                               torch.zeros(0, self.B, dtype=torch.bool, device=self.loop.dev))
+        else:
+            records = _Records(*(torch.cat(c) for c in zip(*chunks)))
+        return state, records
+
+    # ---- outputs, recomputed from the records ---------------------------------------------------
+    def step_map(self, y: torch.Tensor, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor):
+        """``(y1, K)`` of one recorded iteration (``(B, n)``; zero steps give ``y1 = y``)."""
+        f = self.f.uncounted
+        att = self.stepper.step(f, t, hs, t_end, y, f(y, t))
+        f1 = att.f1 if att.f1 is not None else f(att.y1, t_end)
+        return att.y1, self.stepper.dense_stages(f, t, hs, y, att, f1)
+
+
+def fused_integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable, opts: SolveOptions,
+                    batch_shape: torch.Size, compiled: bool = True, chunk: Optional[int] = None) -> RawSolution:
+    """``integrate`` on the fused path (see the module docstring); the same :class:`RawSolution`,
+    whose ``u`` carries the ``DirectAdjoint`` gradient when autograd is on. ``chunk``: iterations per
+    call (default :data:`DEFAULT_CHUNK` compiled, 1 eager, where nothing amortises a longer one)."""
+    chunk = chunk or (DEFAULT_CHUNK if compiled else 1)
+    fl = _FusedLoop(f_user, u0, p, make_stepper, opts, batch_shape, compiled, chunk)
+    state, rec = fl.forward()
+    t, y_last, _, h, done, retcode, _, naccept, nreject = state[:9]
+    ts, u = _Outputs(fl, rec, u0, retcode).build()
+    return RawSolution(t=ts, u=u, retcode=retcode, t_final=t, dt_final=h, nf=fl.f.calls, njac=0, nlu=0, nsolve=0,
+                       naccept=naccept, nreject=nreject, dense=None)
+
+
+class _Outputs:
+    """The saved values as functions of the recorded states: ``Z = (y_{r+1} for every record r,
+    the values at the save times)``, recomputed in one batched pass (with a graph when autograd is on)."""
+
+    def __init__(self, fl: _FusedLoop, rec: _Records, u0: torch.Tensor, retcode: torch.Tensor):
+        self.fl, self.rec, self.retcode = fl, rec, retcode
+        self.u0 = u0.reshape(-1, fl.n)
+        self.S = rec.t.shape[0]
+        self.dense = fl.loop.dense_coef
+        opts = fl.opts
+        self.mode = "saveat" if opts.saveat is not None else ("steps" if opts.save_steps else "end")
+        if self.mode == "saveat":
+            self._locate(opts.saveat.to(device=rec.t.device, dtype=torch.float64))
+
+    def _locate(self, ts: torch.Tensor) -> None:
+        """For every save time and member: the record whose accepted step ``(t, t + hs]`` holds it."""
+        d, rec, B = self.fl.direction, self.rec, self.fl.B
+        self.ts = ts
+        self.at_start = ts == self.fl.opts.t0                      # (T,): y0 itself, as the reference saves it
+        # Rejected records end where they start, at the previous accepted end: keys never decrease.
+        key = (d * (rec.t + rec.hs)).T.contiguous()                 # (B, S)
+        query = (d * ts).expand(B, -1).contiguous()                 # (B, T)
+        idx = torch.searchsorted(key, query).T                      # (T, B), S where never reached
+        self.reached = (idx < self.S) | self.at_start[:, None]
+        self.idx = idx.clamp(max=max(self.S - 1, 0))
+
+    def build(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        fl, rec, S = self.fl, self.rec, self.S
+        single = len(fl.loop.batch_shape) == 0
+        y0 = self.u0
+        if S == 0:
+            Z = y0[:0]
+        elif torch.is_grad_enabled() and (y0.requires_grad or self._f_requires_grad()):
+            # The first record starts at u0 itself; the others are leaves that only the hook reads.
+            self.y_rec = rec.y[1:].detach().requires_grad_(True)
+            self.y_in = torch.cat([y0[None], self.y_rec])
+            Z = self.z(self.y_in)
+            if Z.requires_grad:
+                self.Z = Z
+                Z.register_hook(_AdjointHook(self))
+        else:
+            Z = self.z(rec.y)
+        Zy = Z[:S]
+        if self.mode == "end":
+            ok = self.retcode == ReturnCode.Success
+            y_end = Zy[-1] if S else y0
+            y_end = torch.where(ok[:, None], y_end, torch.full_like(y_end, float("nan")))
+            return torch.tensor([fl.opts.t0, fl.opts.t1], dtype=torch.float64, device=y0.device), \
+                torch.stack([y0, y_end])
+        if self.mode == "steps":                                  # one member: every accepted step
+            ok = rec.ok[:, 0]
+            ts = torch.cat([torch.tensor([fl.opts.t0], dtype=torch.float64, device=y0.device), rec.t_end[ok, 0]])
+            return ts, torch.cat([y0[None], Zy[ok]])
+        Zo = Z[S:]
+        u = torch.where(self.at_start[:, None, None], y0[None], Zo) if S else y0[None].expand(len(self.ts), -1, -1)
+        reached = self.reached
+        if single:
+            count = int(reached[:, 0].sum())
+            return self.ts[:count], u[:count]
+        return self.ts, torch.where(reached[:, :, None], u, torch.full_like(u, float("nan")))
+
+    def _f_requires_grad(self) -> bool:
+        """Does ``f`` depend on tensors that require grad (in ``p`` or in its closure)?"""
+        lp = self.fl.loop
+        return self.fl.f.uncounted(lp.y, lp.t).requires_grad
+
+    def z(self, y: torch.Tensor) -> torch.Tensor:
+        """``Z(y)`` for record start states ``y`` ``(S, B, n)``: ``(S [+ T], B, n)``."""
+        fl, rec = self.fl, self.rec
+        y1, K = torch.func.vmap(fl.step_map)(y, rec.t, rec.hs, rec.t_end)
+        if self.mode != "saveat":
+            return y1
+        T, B = self.idx.shape
+        cols = torch.arange(B, device=y.device)[None, :].expand(T, B)
+        r = self.idx
+        t_r, hs_r, te_r = rec.t[r, cols], rec.hs[r, cols], rec.t_end[r, cols]
+        tj = self.ts[:, None].expand(T, B)
+        live = self.reached & ~self.at_start[:, None] & (hs_r != 0)
+        theta = torch.where(live, (tj - t_r) / torch.where(live, hs_r, torch.ones_like(hs_r)), torch.zeros_like(hs_r))
+        value = interpolate(self.dense, theta, y[r, cols], hs_r, K[r, cols])
+        value = torch.where((tj == te_r)[:, :, None], y1[r, cols], value)   # landed exactly
+        return torch.cat([y1, value])
+
+
+class _AdjointHook:
+    """Replaces the cotangent of ``Z``'s step part by the adjoint ``λ_{r+1}`` of the whole solve."""
+
+    def __init__(self, out: _Outputs):
+        self.out = out
+        self.inner = False      # set while the hook's own products run through Z
+
+    def __call__(self, G: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.inner or G is None:
+            return None
+        out = self.out
+        fl, rec, S = out.fl, out.rec, out.S
+        n = fl.n
+        G = G.detach()
+        Gy, Go = G[:S], G[S:]
+
+        def vjp(cotangents: torch.Tensor, batched: bool) -> torch.Tensor:
+            # Products with the graph the forward built (its buffers are still alive: this hook runs
+            # before the backward pass enters it), so nothing is recomputed.
+            self.inner = True
+            try:
+                return torch.autograd.grad(out.Z, out.y_in, cotangents, retain_graph=True,
+                                           is_grads_batched=batched)[0]
+            finally:
+                self.inner = False
+
+        lam_next = torch.empty_like(Gy)
+        g = torch.zeros_like(Gy[0])
+        if n <= _JACOBIAN_MAX_STATES:
+            # n unit cotangents on every record's y_{r+1} give the rows of all J_r at once; one more
+            # (the save-time cotangents alone) gives d_r.
+            cot = G.new_zeros((n + 1,) + tuple(G.shape))
+            for i in range(n):
+                cot[i, :S, :, i] = 1.0
+            cot[n, S:] = Go
+            rows = vjp(cot, True)                                    # (n + 1, S, B, n)
+            A, d = rows[:n].permute(1, 2, 0, 3), rows[n]              # A[r, b, i, :] = J_rᵀ e_i
+            for r in range(S - 1, -1, -1):
+                lam = Gy[r] + g
+                lam_next[r] = lam
+                g = torch.einsum("bi,bij->bj", lam, A[r]) + d[r]
+        else:
+            d = vjp(torch.cat([torch.zeros_like(Gy), Go]), False)
+            y = rec.y
+            for r in range(S - 1, -1, -1):
+                lam = Gy[r] + g
+                lam_next[r] = lam
+                _, vjp_r = torch.func.vjp(lambda yr: fl.step_map(yr, rec.t[r], rec.hs[r], rec.t_end[r])[0], y[r])
+                g = vjp_r(lam)[0] + d[r]
+        return torch.cat([lam_next, Go])

@@ -1,0 +1,319 @@
+"""The fused path (``solve(..., compile=True)``): the same steps, values, return codes and gradients as
+the reference loop, up to round-off.
+
+Most tests run the fused loop without ``torch.compile`` (``compiled=False``): that checks its logic
+in seconds. A few compile it, which costs tens of seconds each on a small CPU.
+"""
+import math
+
+import pytest
+import torch
+
+import pyode
+from pyode import ODEProblem, solve
+from pyode._solve import _default_controller, _native_stepper
+from pyode.native._fused import fused_integrate
+from pyode.native._integrate import SolveOptions, integrate
+
+
+def lv(u, p, t):
+    x, y = u[..., 0], u[..., 1]
+    return torch.stack([p[..., 0] * x - p[..., 1] * x * y, p[..., 2] * x * y - p[..., 3] * y], -1)
+
+
+def spiral_net(seed=0):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    for m in net:
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, std=0.3)
+    return net
+
+
+def both(prob, alg, **kw):
+    """The reference loop's and the fused loop's (uncompiled) solutions of the same solve."""
+    ref = solve(prob, alg, compile=False, **kw)
+    opts_kw = dict(kw)
+    fused = _fused_solve(prob, alg, **opts_kw)
+    return ref, fused
+
+
+def _fused_solve(prob, alg, compiled=False, chunk=None, **kw):
+    """``solve`` on the fused path with the chunk and compilation chosen by the test."""
+    import pyode.native._fused as F
+
+    original = F.fused_integrate
+
+    def patched(*args, **kwargs):
+        kwargs.update(compiled=compiled, chunk=chunk)
+        return original(*args, **kwargs)
+
+    F.fused_integrate = patched
+    try:
+        return solve(prob, alg, compile=True, **kw)
+    finally:
+        F.fused_integrate = original
+
+
+def assert_same(ref, fused, rtol=1e-11, atol=1e-12):
+    assert ref.t.shape == fused.t.shape
+    torch.testing.assert_close(fused.t, ref.t, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fused.u, ref.u, rtol=rtol, atol=atol, equal_nan=True)
+    assert torch.equal(torch.as_tensor(ref.stats.naccept), torch.as_tensor(fused.stats.naccept))
+    assert torch.equal(torch.as_tensor(ref.stats.nreject), torch.as_tensor(fused.stats.nreject))
+    assert torch.equal(torch.as_tensor(ref.retcode), torch.as_tensor(fused.retcode))
+
+
+ADAPTIVE = [pyode.Tsit5(), pyode.DP5(), pyode.BS3(), pyode.Vern7(), pyode.DP8()]
+
+
+@pytest.mark.parametrize("alg", ADAPTIVE, ids=repr)
+@pytest.mark.parametrize("tspan", [(0.0, 10.0), (10.0, 0.0)], ids=["forward", "backward"])
+def test_saveat_matches_reference(alg, tspan):
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    prob = ODEProblem(lv, torch.tensor([1.0, 1.0], dtype=torch.float64), tspan, p)
+    t0, t1 = tspan
+    saveat = torch.linspace(t0, t1, 37, dtype=torch.float64)
+    ref, fused = both(prob, alg, saveat=saveat, reltol=1e-8, abstol=1e-10)
+    assert ref.stats.naccept > 20
+    assert_same(ref, fused)
+
+
+def test_saveat_without_start_and_with_several_points_per_step():
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    prob = ODEProblem(lv, torch.tensor([1.0, 1.0], dtype=torch.float64), (0.0, 10.0), p)
+    saveat = torch.linspace(0.01, 9.5, 400, dtype=torch.float64)     # several points per step, t0 and t1 left out
+    ref, fused = both(prob, pyode.Tsit5(), saveat=saveat, reltol=1e-5)
+    assert ref.stats.naccept < 100
+    assert_same(ref, fused)
+
+
+def test_every_step_and_batch_end_points():
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    single = ODEProblem(lv, torch.tensor([1.0, 1.0], dtype=torch.float64), (0.0, 10.0), p)
+    ref, fused = both(single, pyode.Tsit5(), dense=False, reltol=1e-7)
+    assert_same(ref, fused)                     # t is every accepted step's end
+    u0 = torch.tensor([[1.0, 1.0], [2.0, 0.5], [0.5, 3.0]], dtype=torch.float64)
+    batch = ODEProblem(lv, u0, (0.0, 10.0), p)
+    ref, fused = both(batch, pyode.Tsit5(), reltol=1e-7, dense=False)
+    assert fused.u.shape == (2, 3, 2)
+    assert_same(ref, fused)
+
+
+def test_batch_members_keep_their_own_steps():
+    # Per-member parameters and per-component tolerances: members take different numbers of steps.
+    p = torch.tensor([[1.5, 1.0, 1.0, 3.0], [0.5, 2.0, 1.0, 1.0], [3.0, 1.0, 2.0, 3.0]], dtype=torch.float64)
+    u0 = torch.tensor([[1.0, 1.0], [2.0, 0.5], [0.5, 3.0]], dtype=torch.float64)
+    prob = ODEProblem(lv, u0, (0.0, 8.0), p)
+    ref, fused = both(prob, pyode.Tsit5(), saveat=torch.linspace(0, 8, 17, dtype=torch.float64),
+                      reltol=torch.tensor([1e-8, 1e-6]), abstol=1e-9)
+    assert len(set(ref.stats.naccept.tolist())) == 3
+    assert_same(ref, fused)
+
+
+def test_nested_batch_shape_and_float32():
+    net = spiral_net().float()
+    u0 = torch.randn(2, 3, 2, generator=torch.Generator().manual_seed(1))
+    prob = ODEProblem(lambda u, p, t: net(u ** 3), u0, (0.0, 3.0))
+    ref, fused = both(prob, pyode.Tsit5(), saveat=torch.linspace(0, 3, 7), reltol=1e-5, abstol=1e-7)
+    assert fused.u.shape == (7, 2, 3, 2) and fused.u.dtype == torch.float32
+    assert_same(ref, fused, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("controller", [pyode.IController(), pyode.PredictiveController()], ids=repr)
+def test_other_controllers(controller):
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    prob = ODEProblem(lv, torch.tensor([1.0, 1.0], dtype=torch.float64), (0.0, 10.0), p)
+    ref, fused = both(prob, pyode.Tsit5(), saveat=[2.0, 10.0], reltol=1e-7, controller=controller)
+    assert_same(ref, fused)
+
+
+def test_fixed_step():
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    prob = ODEProblem(lv, torch.tensor([1.0, 1.0], dtype=torch.float64), (0.0, 2.0), p)
+    ref, fused = both(prob, pyode.RK4(), dt=0.1, saveat=[0.25, 1.0, 2.0])
+    assert int(fused.stats.naccept) == 20
+    assert_same(ref, fused)
+
+
+def test_internalnorm_and_dtmax():
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    prob = ODEProblem(lv, torch.tensor([1.0, 1.0], dtype=torch.float64), (0.0, 10.0), p)
+    ref, fused = both(prob, pyode.DP5(), saveat=[5.0, 10.0], reltol=1e-7, dtmax=0.05,
+                      internalnorm=lambda e: e.abs().amax(-1))
+    assert int(ref.stats.naccept) >= 200
+    assert_same(ref, fused)
+
+
+def test_failures_have_the_reference_return_codes():
+    # u' = u²: blows up at t = 1; a member that stays finite, one that runs out of maxiters.
+    def f(u, p, t):
+        return p * u * u
+
+    u0 = torch.tensor([[1.0], [0.1], [0.2]], dtype=torch.float64)
+    p = torch.tensor([[1.0], [1.0], [1.0]], dtype=torch.float64)
+    prob = ODEProblem(f, u0, (0.0, 2.0), p)
+    ref, fused = both(prob, pyode.Tsit5(), saveat=[0.5, 1.5, 2.0], throw=False, reltol=1e-6)
+    codes = ref.retcode.tolist()
+    assert codes[0] != pyode.ReturnCode.Success and codes[1] == pyode.ReturnCode.Success
+    assert_same(ref, fused)
+    assert torch.isnan(fused.u[1:, 0]).all() and torch.isfinite(fused.u[:, 1]).all()
+    ref, fused = both(prob, pyode.Tsit5(), saveat=[0.5, 1.5, 2.0], throw=False, maxiters=3, reltol=1e-10)
+    assert set(ref.retcode.tolist()) == {int(pyode.ReturnCode.MaxIters)}
+    assert_same(ref, fused)
+    single = ODEProblem(f, torch.tensor([1.0], dtype=torch.float64), (0.0, 2.0), torch.tensor(1.0, dtype=torch.float64))
+    with pytest.raises(pyode.SolveError):
+        _fused_solve(single, pyode.Tsit5(), saveat=[0.5, 1.5, 2.0])
+    ref, fused = both(single, pyode.Tsit5(), saveat=[0.5, 1.5, 2.0], throw=False)
+    assert fused.t.shape == (1,)        # one problem: only the save times it reached, as the reference
+    assert_same(ref, fused)
+
+
+# ---- gradients ------------------------------------------------------------------------------------
+
+def grads(loss_fn, tensors):
+    for x in tensors:
+        x.grad = None
+    loss_fn().backward()
+    return [x.grad.clone() for x in tensors]
+
+
+@pytest.mark.parametrize("alg", [pyode.Tsit5(), pyode.Vern7(), pyode.BS3()], ids=repr)
+def test_gradients_match_backpropagation_through_the_reference_loop(alg):
+    """Parameters in a closure (the network), in p (a tensor) and the initial state."""
+    net = spiral_net()
+    scale = torch.tensor([1.0, 0.8], dtype=torch.float64, requires_grad=True)
+    u0 = torch.tensor([[2.0, 0.0], [1.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    ts = torch.linspace(0, 4, 21, dtype=torch.float64)
+    leaves = [u0, scale, *net.parameters()]
+
+    def loss(fused):
+        prob = ODEProblem(lambda u, p, t: p * net(u ** 3), u0, (0.0, 4.0), scale)
+        kw = dict(saveat=ts, reltol=1e-7, abstol=1e-9)
+        sol = _fused_solve(prob, alg, **kw) if fused else solve(prob, alg, compile=False, **kw)
+        return (sol.u * torch.linspace(1, 2, 21, dtype=torch.float64)[:, None, None]).sin().sum()
+
+    g_ref = grads(lambda: loss(False), leaves)
+    g_fused = grads(lambda: loss(True), leaves)
+    for a, b in zip(g_ref, g_fused):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+
+
+def test_gradient_against_finite_differences():
+    p0 = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+
+    def loss(p, u0):
+        sol = _fused_solve(ODEProblem(lv, u0, (0.0, 5.0), p), pyode.Tsit5(), saveat=[1.0, 3.0, 5.0],
+                           reltol=1e-10, abstol=1e-12)
+        return sol.u.square().sum()
+
+    p = p0.clone().requires_grad_(True)
+    u0 = torch.tensor([1.0, 1.0], dtype=torch.float64, requires_grad=True)
+    loss(p, u0).backward()
+    eps = 1e-6
+    for i in range(4):
+        e = torch.zeros(4, dtype=torch.float64)
+        e[i] = eps
+        fd = (loss(p0 + e, u0.detach()) - loss(p0 - e, u0.detach())) / (2 * eps)
+        assert math.isclose(float(p.grad[i]), float(fd), rel_tol=1e-5), (i, float(p.grad[i]), float(fd))
+
+
+def test_gradient_with_every_step_saved_and_end_points():
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64, requires_grad=True)
+    u0 = torch.tensor([[1.0, 1.0], [2.0, 0.5]], dtype=torch.float64, requires_grad=True)
+    for prob_u0, kw in ((u0[0], dict(dense=False)), (u0, dict(dense=False))):
+        def loss(fused):
+            prob = ODEProblem(lv, prob_u0, (0.0, 3.0), p)
+            sol = _fused_solve(prob, pyode.DP5(), reltol=1e-8, **kw) if fused else \
+                solve(prob, pyode.DP5(), compile=False, reltol=1e-8, **kw)
+            return sol.u.pow(3).sum()
+        a, b = grads(lambda: loss(False), [p, u0]), grads(lambda: loss(True), [p, u0])
+        for x, y in zip(a, b):
+            torch.testing.assert_close(y, x, rtol=1e-9, atol=1e-12)
+
+
+def test_large_state_takes_the_sequential_recursion():
+    # 40 states: above the size for which the per-step Jacobians are formed.
+    n = 40
+    A = (torch.randn(n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64) / math.sqrt(n)
+         - torch.eye(n, dtype=torch.float64)).requires_grad_(True)
+    u0 = torch.linspace(-1, 1, n, dtype=torch.float64).requires_grad_(True)
+
+    def loss(fused):
+        prob = ODEProblem(lambda u, p, t: torch.tanh(u) @ p.T, u0, (0.0, 2.0), A)
+        kw = dict(saveat=[0.5, 2.0], reltol=1e-8)
+        sol = _fused_solve(prob, pyode.Tsit5(), **kw) if fused else solve(prob, pyode.Tsit5(), compile=False, **kw)
+        return sol.u.square().sum()
+
+    a, b = grads(lambda: loss(False), [A, u0]), grads(lambda: loss(True), [A, u0])
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y, x, rtol=1e-9, atol=1e-12)
+
+
+def test_no_graph_without_anything_to_differentiate():
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    prob = ODEProblem(lv, torch.tensor([1.0, 1.0], dtype=torch.float64), (0.0, 1.0), p)
+    assert not _fused_solve(prob, pyode.Tsit5(), saveat=[1.0]).u.requires_grad
+
+
+# ---- compiled --------------------------------------------------------------------------------------
+
+def test_compiled_solve_and_gradient_match_reference():
+    """Through the public switch: torch.compile-d chunks, twice (the second reuses the compiled code)."""
+    net = spiral_net()
+    ts = torch.linspace(0, 5, 11, dtype=torch.float64)
+    u0 = torch.tensor([2.0, 0.0], dtype=torch.float64)
+
+    def run(compile):
+        prob = ODEProblem(lambda u, p, t: net(u ** 3), u0, (0.0, 5.0))
+        for q in net.parameters():
+            q.grad = None
+        sol = solve(prob, pyode.Tsit5(), saveat=ts, reltol=1e-7, abstol=1e-9, compile=compile)
+        sol.u.square().sum().backward()
+        return sol, [q.grad.clone() for q in net.parameters()]
+
+    ref, g_ref = run(False)
+    for _ in range(2):
+        fused, g_fused = run(True)
+        # Compiled kernels round differently (vectorised tanh, fused multiply-adds): 5e-11 measured.
+        assert_same(ref, fused, rtol=1e-9, atol=1e-10)
+        for a, b in zip(g_ref, g_fused):
+            assert float((b - a).abs().max() / a.abs().max()) < 1e-8     # 2e-10 measured
+    # Chunks run whole: a few iterations past the end, on members that no longer move.
+    assert 0 <= fused.stats.nf - ref.stats.nf <= 8 * 6
+
+
+# ---- refusals --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(alg=pyode.Rodas5P()), "explicit Runge-Kutta"),
+    (dict(dense=True), "dense output"),
+    (dict(tstops=[0.5]), "tstops"),
+    (dict(progress=True), "progress"),
+    (dict(sensealg=pyode.GaussAdjoint()), "DirectAdjoint"),
+    (dict(sensealg=pyode.DirectAdjoint(checkpoints=4)), "DirectAdjoint"),
+])
+def test_compile_refuses_what_the_fused_path_cannot_do(kw, words):
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    prob = ODEProblem(lv, torch.tensor([1.0, 1.0], dtype=torch.float64), (0.0, 1.0), p)
+    alg = kw.pop("alg", pyode.Tsit5())
+    if "dense" not in kw:
+        kw["saveat"] = [1.0]
+    with pytest.raises(ValueError, match="compile=True") as err:
+        solve(prob, alg, compile=True, **kw)
+    assert words in str(err.value)
+
+
+def test_compile_argument_and_environment_are_checked(monkeypatch):
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    prob = ODEProblem(lv, torch.tensor([1.0, 1.0], dtype=torch.float64), (0.0, 1.0), p)
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        solve(prob, compile="yes")
+    with pytest.raises(ValueError, match="backend='julia'"):
+        solve(prob, compile=True, backend="julia")
+    monkeypatch.setenv("PYODE_COMPILE", "fast")
+    with pytest.raises(ValueError, match="PYODE_COMPILE"):
+        solve(prob)
+    # The environment's default falls back to the reference loop where the fused path does not apply.
+    monkeypatch.setenv("PYODE_COMPILE", "eager")
+    assert solve(prob, pyode.Rodas5P()).retcode == pyode.ReturnCode.Success
