@@ -317,3 +317,21 @@ def test_compile_argument_and_environment_are_checked(monkeypatch):
     # The environment's default falls back to the reference loop where the fused path does not apply.
     monkeypatch.setenv("PYODE_COMPILE", "eager")
     assert solve(prob, pyode.Rodas5P()).retcode == pyode.ReturnCode.Success
+
+
+def test_untraceable_f_gets_a_clear_error_when_compiled_and_works_eager():
+    def f(u, p, t):
+        if float(u.abs().max()) > 1e6:        # a Python branch on a tensor value
+            raise RuntimeError("diverged")
+        return -u
+
+    prob = ODEProblem(f, torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True), (0.0, 1.0))
+    with pytest.raises(RuntimeError, match="compile=True: torch.compile could not compile"):
+        solve(prob, pyode.Tsit5(), saveat=[1.0], compile=True)
+    # Eager, the outputs and gradient are recomputed record by record (f cannot be vmapped).
+    sol = _fused_solve(prob, pyode.Tsit5(), saveat=[0.5, 1.0], reltol=1e-9)
+    ref = solve(prob, pyode.Tsit5(), saveat=[0.5, 1.0], reltol=1e-9, compile=False)
+    torch.testing.assert_close(sol.u, ref.u, rtol=1e-12, atol=1e-14)
+    g, = torch.autograd.grad(sol.u.sum(), prob.u0)
+    g_ref, = torch.autograd.grad(ref.u.sum(), prob.u0)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-14)

@@ -172,7 +172,16 @@ class _FusedLoop:
         chunks = []
         with torch.no_grad():
             while not bool(state[4].all()):     # the one host synchronisation per chunk
-                state, rec = run(state)
+                try:
+                    state, rec = run(state)
+                except Exception as err:
+                    if self.compiled and type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                        raise RuntimeError(
+                            "compile=True: torch.compile could not compile the step loop with this f "
+                            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+                            "f must be traceable (no .item(), no Python branches on tensor values, no "
+                            "autograd calls inside); use compile=False for this f") from err
+                    raise
                 chunks.append(rec)
         if not chunks:
             empty = (torch.zeros(0, self.B, dtype=torch.float64, device=self.loop.dev),) * 3
@@ -216,6 +225,7 @@ class _Outputs:
         self.dense = fl.loop.dense_coef
         opts = fl.opts
         self.mode = "saveat" if opts.saveat is not None else ("steps" if opts.save_steps else "end")
+        self.vmappable = True
         if self.mode == "saveat":
             self._locate(opts.saveat.to(device=rec.t.device, dtype=torch.float64))
 
@@ -271,10 +281,24 @@ class _Outputs:
         lp = self.fl.loop
         return self.fl.f.uncounted(lp.y, lp.t).requires_grad
 
+    def _all_steps(self, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``step_map`` of every record, batched by ``vmap``; record by record when ``f`` cannot be
+        vmapped (``.item()``, ``requires_grad_()`` or autograd calls inside ``f``)."""
+        fl, rec = self.fl, self.rec
+        if self.vmappable:
+            try:
+                return torch.func.vmap(fl.step_map)(y, rec.t, rec.hs, rec.t_end)
+            except RuntimeError as err:
+                if "vmap" not in str(err) and "functorch" not in str(err):
+                    raise
+                self.vmappable = False
+        steps = [fl.step_map(y[r], rec.t[r], rec.hs[r], rec.t_end[r]) for r in range(self.S)]
+        return torch.stack([a for a, _ in steps]), torch.stack([b for _, b in steps])
+
     def z(self, y: torch.Tensor) -> torch.Tensor:
         """``Z(y)`` for record start states ``y`` ``(S, B, n)``: ``(S [+ T], B, n)``."""
         fl, rec = self.fl, self.rec
-        y1, K = torch.func.vmap(fl.step_map)(y, rec.t, rec.hs, rec.t_end)
+        y1, K = self._all_steps(y)
         if self.mode != "saveat":
             return y1
         T, B = self.idx.shape
@@ -310,8 +334,17 @@ class _AdjointHook:
             # before the backward pass enters it), so nothing is recomputed.
             self.inner = True
             try:
-                return torch.autograd.grad(out.Z, out.y_in, cotangents, retain_graph=True,
-                                           is_grads_batched=batched)[0]
+                if batched and out.vmappable:
+                    try:
+                        return torch.autograd.grad(out.Z, out.y_in, cotangents, retain_graph=True,
+                                                   is_grads_batched=True)[0]
+                    except RuntimeError as err:
+                        if "vmap" not in str(err) and "functorch" not in str(err) and "batch" not in str(err):
+                            raise
+                if batched:
+                    return torch.stack([torch.autograd.grad(out.Z, out.y_in, c, retain_graph=True)[0]
+                                        for c in cotangents])
+                return torch.autograd.grad(out.Z, out.y_in, cotangents, retain_graph=True)[0]
             finally:
                 self.inner = False
 
@@ -336,6 +369,8 @@ class _AdjointHook:
             for r in range(S - 1, -1, -1):
                 lam = Gy[r] + g
                 lam_next[r] = lam
-                _, vjp_r = torch.func.vjp(lambda yr: fl.step_map(yr, rec.t[r], rec.hs[r], rec.t_end[r])[0], y[r])
-                g = vjp_r(lam)[0] + d[r]
+                with torch.enable_grad():
+                    yr = y[r].detach().requires_grad_(True)
+                    y1 = fl.step_map(yr, rec.t[r], rec.hs[r], rec.t_end[r])[0]
+                    g = torch.autograd.grad(y1, yr, lam)[0] + d[r]
         return torch.cat([lam_next, Go])
