@@ -89,6 +89,8 @@ class _FusedLoop:
         self.stops = loop.stops
         self.dtmin = torch.tensor(opts.dtmin, dtype=torch.float64, device=dev)
         self.maxiters = torch.tensor(opts.maxiters, dtype=torch.long, device=dev)
+        # the stages after the first, and f at the accepted state when the last stage is not it
+        self.evals_per_iteration = len(self.stepper.c) - 1 + (0 if self.stepper.fsal else 1)
 
     # ---- the forward loop ---------------------------------------------------------------------
     def initial_state(self) -> tuple:
@@ -100,7 +102,9 @@ class _FusedLoop:
         """One loop iteration of every member, as :meth:`Loop.iterate` takes it (no tstops, no saving)."""
         (t, y, k1, h, done, retcode, iters, naccept, nreject, streak, si, hmax, stops, dtmin, maxiters,
          *cstate) = state
-        direction, ctrl, opts, f = self.direction, self.ctrl, self.opts, self.f
+        # Evaluations are counted per iteration outside (a counter read inside a compiled chunk would
+        # be a guard that fails on every call).
+        direction, ctrl, opts, f = self.direction, self.ctrl, self.opts, self.f.uncounted
         n_stops = stops.shape[0]
         active = ~done
         stop = stops[si.clamp(max=n_stops - 1)]
@@ -183,12 +187,17 @@ class _FusedLoop:
                             "autograd calls inside); use compile=False for this f") from err
                     raise
                 chunks.append(rec)
+                self.f.calls += self.chunk * self.evals_per_iteration
         if not chunks:
             empty = (torch.zeros(0, self.B, dtype=torch.float64, device=self.loop.dev),) * 3
             records = _Records(*empty, self.loop.y[:0].unsqueeze(0).reshape(0, self.B, self.n),
                                torch.zeros(0, self.B, dtype=torch.bool, device=self.loop.dev))
         else:
             records = _Records(*(torch.cat(c) for c in zip(*chunks)))
+            # Iterations after the last accepted step (the end of the last chunk) move nobody.
+            moved = torch.nonzero(records.ok.any(1))
+            keep = int(moved[-1]) + 1 if moved.numel() else 1
+            records = _Records(*(x[:keep] for x in (records.t, records.hs, records.t_end, records.y, records.ok)))
         return state, records
 
     # ---- outputs, recomputed from the records ---------------------------------------------------
