@@ -77,9 +77,10 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             choose their order with RMS norms.
         compile: ``True`` runs the fused path (:mod:`pyode.native._fused`): the step loop as tensor
             code, several steps per ``torch.compile``-d call, and DirectAdjoint gradients assembled
-            parallel in time. Explicit Runge-Kutta methods with ``saveat`` or ``dense=False`` and the
-            default ``sensealg``; the same steps and results as ``False`` up to round-off. The
-            first solve compiles (10-40 s); later solves with the same method, ``f`` and shapes
+            parallel in time. Explicit Runge-Kutta and Rosenbrock methods (Jacobian by AD or
+            ``jac``), with ``saveat`` or ``dense=False`` and the default ``sensealg``; the same steps
+            and results as ``False`` up to round-off. The first solve compiles (10-40 s for an
+            explicit method, up to 2 min for Rodas5P); later solves with the same method, ``f`` and shapes
             reuse it. ``f`` must be traceable (no ``.item()``, no data-dependent Python branches,
             side effects run once per compiled call). Default ``False`` (the environment variable
             ``PYODE_COMPILE=1`` turns it on wherever the fused path applies).

@@ -1,4 +1,5 @@
-"""The fused path of explicit Runge-Kutta solves: the loop as tensor code, gradients parallel in time.
+"""The fused path of explicit Runge-Kutta and Rosenbrock solves: the loop as tensor code, gradients
+parallel in time.
 
 The reference loop (:class:`._integrate.Loop`) spends most of a small problem's time outside the
 arithmetic: a few hundred tiny torch ops per step, a host synchronisation per step, and, for
@@ -22,6 +23,11 @@ at the save times, ``vmap``-ed over the records. Gradients are those of the disc
 
 For states larger than :data:`_JACOBIAN_MAX_STATES` the ``J_r`` would cost more than they save; the
 recursion then takes one vector-Jacobian product per record instead.
+
+Rosenbrock methods take :meth:`RosenbrockStepper.fused_step`: the Jacobian formed afresh in every
+iteration (the reference reuses it after a rejection: the same values) and, up to
+:data:`._small_lu.SMALL_LU_MAX` species, the iteration matrix factorised by LU written out in
+elementwise operations, which the compiled chunk fuses with the stages.
 """
 from __future__ import annotations
 
@@ -54,10 +60,13 @@ _INDUCTOR_OPTIONS = {"post_grad_fusion_options": {
 
 def fused_unsupported(alg, opts: SolveOptions) -> Optional[str]:
     """Why the fused path cannot run this solve (completing "the fused path ..."), or None."""
-    from ..algorithms import AbstractExplicitRK
+    from ..algorithms import AbstractExplicitRK, AbstractRosenbrock
 
-    if not isinstance(alg, AbstractExplicitRK):
-        return f"covers explicit Runge-Kutta methods (Tsit5, DP5, Vern7, BS3, RK4, ...), not {alg!r}"
+    if not isinstance(alg, (AbstractExplicitRK, AbstractRosenbrock)):
+        return (f"covers explicit Runge-Kutta methods (Tsit5, DP5, Vern7, BS3, RK4, ...) and Rosenbrock "
+                f"methods (Rodas5P, Rodas4, Rosenbrock23), not {alg!r}")
+    if isinstance(alg, AbstractRosenbrock) and not alg.autodiff:
+        return "forms Jacobians by AD or the problem's jac, not by finite differences (autodiff=False)"
     if opts.dense:
         return "has no dense output: pass saveat= or dense=False"
     if opts.tstops is not None:
@@ -98,7 +107,14 @@ class _FusedLoop:
         self.dtmin = torch.tensor(opts.dtmin, dtype=torch.float64, device=dev)
         self.maxiters = torch.tensor(opts.maxiters, dtype=torch.long, device=dev)
         # the stages after the first, and f at the accepted state when the last stage is not it
-        self.evals_per_iteration = len(self.stepper.c) - 1 + (0 if self.stepper.fsal else 1)
+        stages = len(self.stepper.c)
+        self.evals_per_iteration = stages - 1 + (0 if self.stepper.tableau.fsal else 1)
+        # Rosenbrock methods: the pure step (no Jacobian cache, no counters; small LU written out),
+        # with one Jacobian, one factorisation and a solve per stage in every iteration
+        self.step_fn = getattr(self.stepper, "fused_step", self.stepper.step)
+        implicit = self.step_fn is not self.stepper.step
+        self.work_per_iteration = (int(implicit), int(implicit), stages * int(implicit))
+        self.iterations = 0
 
     # ---- the forward loop ---------------------------------------------------------------------
     def initial_state(self) -> tuple:
@@ -122,10 +138,12 @@ class _FusedLoop:
         h_used = torch.where(land, dist, h_try)
         hs = torch.where(active, direction * h_used, torch.zeros_like(h_used))
         t_new = torch.where(land, stop, t + hs)
-        att = self.stepper.step(f, t, hs, t_new, y, k1)
+        att = self.step_fn(f, t, hs, t_new, y, k1)
         y1 = att.y1
         iters = iters + active.long()
         finite = torch.isfinite(y1).all(-1)
+        if att.failed is not None:
+            finite = finite & ~att.failed
         if ctrl is not None:
             eest = error_norm(att.err, y, y1, self.loop.reltol, self.loop.abstol, opts.internalnorm)
             if att.err_low is not None:
@@ -152,7 +170,10 @@ class _FusedLoop:
         out_of_iters = active & ~finished & (iters >= maxiters)
         code = torch.where(out_of_iters, ReturnCode.MaxIters, retcode)
         code = torch.where(small, ReturnCode.DtLessThanMin, code)
-        retcode = torch.where(unstable, ReturnCode.Unstable, code)
+        code = torch.where(unstable, ReturnCode.Unstable, code)
+        # Persistent failure to form the step (a singular matrix) is a convergence failure.
+        retcode = code if att.failed is None else torch.where(unstable & att.failed, ReturnCode.ConvergenceFailure,
+                                                                code)
         done = done | finished | small | unstable | out_of_iters
         naccept = naccept + ok.long()
         nreject = nreject + rejected.long()
@@ -196,6 +217,7 @@ class _FusedLoop:
                     raise
                 chunks.append(rec)
                 self.f.calls += self.chunk * self.evals_per_iteration
+                self.iterations += self.chunk
         if not chunks:
             empty = (torch.zeros(0, self.B, dtype=torch.float64, device=self.loop.dev),) * 3
             records = _Records(*empty, self.loop.y[:0].unsqueeze(0).reshape(0, self.B, self.n),
@@ -212,7 +234,7 @@ class _FusedLoop:
     def step_map(self, y: torch.Tensor, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor):
         """``(y1, K)`` of one recorded iteration (``(B, n)``; zero steps give ``y1 = y``)."""
         f = self.f.uncounted
-        att = self.stepper.step(f, t, hs, t_end, y, f(y, t))
+        att = self.step_fn(f, t, hs, t_end, y, f(y, t))
         f1 = att.f1 if att.f1 is not None else f(att.y1, t_end)
         return att.y1, self.stepper.dense_stages(f, t, hs, y, att, f1)
 
@@ -226,17 +248,18 @@ def fused_integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callabl
     fl = _FusedLoop(f_user, u0, p, make_stepper, opts, batch_shape, compiled, chunk)
     state, rec = fl.forward()
     t, y_last, _, h, done, retcode, _, naccept, nreject = state[:9]
-    ts, u = _Outputs(fl, rec, u0, retcode).build()
-    return RawSolution(t=ts, u=u, retcode=retcode, t_final=t, dt_final=h, nf=fl.f.calls, njac=0, nlu=0, nsolve=0,
-                       naccept=naccept, nreject=nreject, dense=None)
+    ts, u = _Outputs(fl, rec, u0, retcode, y_last).build()
+    njac, nlu, nsolve = (fl.iterations * w for w in fl.work_per_iteration)
+    return RawSolution(t=ts, u=u, retcode=retcode, t_final=t, dt_final=h, nf=fl.f.calls, njac=njac, nlu=nlu,
+                       nsolve=nsolve, naccept=naccept, nreject=nreject, dense=None)
 
 
 class _Outputs:
     """The saved values as functions of the recorded states: ``Z = (y_{r+1} for every record r,
     the values at the save times)``, recomputed in one batched pass (with a graph when autograd is on)."""
 
-    def __init__(self, fl: _FusedLoop, rec: _Records, u0: torch.Tensor, retcode: torch.Tensor):
-        self.fl, self.rec, self.retcode = fl, rec, retcode
+    def __init__(self, fl: _FusedLoop, rec: _Records, u0: torch.Tensor, retcode: torch.Tensor, y_last: torch.Tensor):
+        self.fl, self.rec, self.retcode, self.y_last = fl, rec, retcode, y_last
         self.u0 = u0.reshape(-1, fl.n)
         self.S = rec.t.shape[0]
         self.dense = fl.loop.dense_coef
@@ -273,7 +296,7 @@ class _Outputs:
                 self.Z = Z
                 Z.register_hook(_AdjointHook(self))
         else:
-            Z = self.z(rec.y)
+            Z = self.z_without_graph()
         Zy = Z[:S]
         if self.mode == "end":
             ok = self.retcode == ReturnCode.Success
@@ -298,36 +321,57 @@ class _Outputs:
         lp = self.fl.loop
         return self.fl.f.uncounted(lp.y, lp.t).requires_grad
 
-    def _all_steps(self, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``step_map`` of every record, batched by ``vmap``; record by record when ``f`` cannot be
-        vmapped (``.item()``, ``requires_grad_()`` or autograd calls inside ``f``)."""
-        fl, rec = self.fl, self.rec
+    def _all_steps(self, y: torch.Tensor, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor):
+        """``step_map`` over the leading axis of records ``y`` ``(R, B, n)`` (times ``(R, B)``), batched
+        by ``vmap``; record by record when ``f`` cannot be vmapped (``.item()``, ``requires_grad_()``
+        or autograd calls inside ``f``)."""
+        fl = self.fl
         if self.vmappable:
             try:
-                return torch.func.vmap(fl.step_map)(y, rec.t, rec.hs, rec.t_end)
+                return torch.func.vmap(fl.step_map)(y, t, hs, t_end)
             except RuntimeError as err:
                 if "vmap" not in str(err) and "functorch" not in str(err):
                     raise
                 self.vmappable = False
-        steps = [fl.step_map(y[r], rec.t[r], rec.hs[r], rec.t_end[r]) for r in range(self.S)]
+        steps = [fl.step_map(y[r], t[r], hs[r], t_end[r]) for r in range(y.shape[0])]
         return torch.stack([a for a, _ in steps]), torch.stack([b for _, b in steps])
 
-    def z(self, y: torch.Tensor) -> torch.Tensor:
-        """``Z(y)`` for record start states ``y`` ``(S, B, n)``: ``(S [+ T], B, n)``."""
-        fl, rec = self.fl, self.rec
-        y1, K = self._all_steps(y)
-        if self.mode != "saveat":
-            return y1
-        T, B = self.idx.shape
-        cols = torch.arange(B, device=y.device)[None, :].expand(T, B)
+    def _save_records(self):
+        """Per save time and member: the record's row and column indices and its times ``(T, B)``."""
+        rec, (T, B) = self.rec, self.idx.shape
+        cols = torch.arange(B, device=rec.t.device)[None, :].expand(T, B)
         r = self.idx
-        t_r, hs_r, te_r = rec.t[r, cols], rec.hs[r, cols], rec.t_end[r, cols]
-        tj = self.ts[:, None].expand(T, B)
+        return r, cols, rec.t[r, cols], rec.hs[r, cols], rec.t_end[r, cols]
+
+    def _interpolate(self, y_r, y1_r, K_r, t_r, hs_r, te_r) -> torch.Tensor:
+        """The values at the save times from their records' start, end and stages."""
+        tj = self.ts[:, None].expand_as(t_r)
         live = self.reached & ~self.at_start[:, None] & (hs_r != 0)
         theta = torch.where(live, (tj - t_r) / torch.where(live, hs_r, torch.ones_like(hs_r)), torch.zeros_like(hs_r))
-        value = interpolate(self.dense, theta, y[r, cols], hs_r, K[r, cols])
-        value = torch.where((tj == te_r)[:, :, None], y1[r, cols], value)   # landed exactly
-        return torch.cat([y1, value])
+        value = interpolate(self.dense, theta, y_r, hs_r, K_r)
+        return torch.where((tj == te_r)[:, :, None], y1_r, value)   # landed exactly
+
+    def z(self, y: torch.Tensor) -> torch.Tensor:
+        """``Z(y)`` for record start states ``y`` ``(S, B, n)``: ``(S [+ T], B, n)``, every step recomputed
+        (the graph the gradient runs through)."""
+        rec = self.rec
+        y1, K = self._all_steps(y, rec.t, rec.hs, rec.t_end)
+        if self.mode != "saveat":
+            return y1
+        r, cols, t_r, hs_r, te_r = self._save_records()
+        return torch.cat([y1, self._interpolate(y[r, cols], y1[r, cols], K[r, cols], t_r, hs_r, te_r)])
+
+    def z_without_graph(self) -> torch.Tensor:
+        """The values of ``Z`` when nothing is differentiated: the states after each record are the
+        next record's start, and only the steps that hold a save time are recomputed."""
+        rec = self.rec
+        Zy = torch.cat([rec.y[1:], self.y_last[None]])
+        if self.mode != "saveat":
+            return Zy
+        r, cols, t_r, hs_r, te_r = self._save_records()
+        y_r = rec.y[r, cols]
+        y1_r, K_r = self._all_steps(y_r, t_r, hs_r, te_r)
+        return torch.cat([Zy, self._interpolate(y_r, y1_r, K_r, t_r, hs_r, te_r)])
 
 
 class _AdjointHook:

@@ -47,6 +47,17 @@ class JacobianEvaluator:
         self._cache = (y, t, result)
         return result
 
+    def evaluate(self, y: torch.Tensor, t: torch.Tensor, fy: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(J, dfdt)`` at ``(t, y)``, computed afresh and not counted (the fused path counts per
+        iteration itself). Forward-mode products go through ``torch.func`` throughout, which also
+        runs under ``vmap`` and ``torch.compile``."""
+        if self.user_jac is None or not self.autodiff:
+            return self._evaluate(y, t, fy)
+        J = self.user_jac(y, t)
+        if not self.time_derivative:
+            return J, None
+        return J, jvp(lambda s: self.rhs.uncounted(y, s), (t,), (torch.ones_like(t),))[1]
+
     def snapshot(self):
         """The cache, for checkpointing: its key is the loop's ``(y, t)`` objects, which a restored
         loop shares with it, so a resumed solve reuses ``J`` exactly where the original did."""

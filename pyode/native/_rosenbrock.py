@@ -19,6 +19,7 @@ import torch
 from ._explicit_rk import lincomb
 from ._iteration_matrix import factorize
 from ._jacobian import JacobianEvaluator
+from ._small_lu import SMALL_LU_MAX, small_lu_factor
 from ._stepper import AbstractStepper, Attempt
 from .rosenbrock_tableau import RosenbrockTableau
 
@@ -73,8 +74,28 @@ class RosenbrockStepper(AbstractStepper):
              k1: torch.Tensor) -> Attempt:
         J, dfdt = self.jacobian(y, t, k1)
         W = factorize(J, hs, self.gamma, rosenbrock=True)
-        h, keep = W.h, W.keep
         self.nlu += 1
+        self.nsolve += len(self.c)
+        return self._stages(f, t, hs, t_end, y, k1, dfdt, W.h, W.keep, W.solve, W.singular)
+
+    def fused_step(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor, y: torch.Tensor,
+                   k1: torch.Tensor) -> Attempt:
+        """:meth:`step` as pure tensor code for the fused path: the Jacobian evaluated afresh (no
+        cache, no counters) and, for small systems, the LU written out in elementwise operations."""
+        J, dfdt = self.jacobian.evaluate(y, t, k1)
+        n = J.shape[-1]
+        if n > SMALL_LU_MAX:
+            W = factorize(J, hs, self.gamma, rosenbrock=True)
+            return self._stages(f, t, hs, t_end, y, k1, dfdt, W.h, W.keep, W.solve, W.singular)
+        moving = hs != 0
+        keep = moving[:, None]
+        h = torch.where(moving, hs, torch.ones_like(hs)).to(J.dtype)[:, None]
+        eye = torch.eye(n, dtype=J.dtype, device=J.device)
+        Wm = torch.where(keep[..., None], eye / (h * self.gamma)[..., None] - J, eye)
+        lu = small_lu_factor(Wm)
+        return self._stages(f, t, hs, t_end, y, k1, dfdt, h, keep, lu.solve, moving & lu.singular)
+
+    def _stages(self, f, t, hs, t_end, y, k1, dfdt, h, keep, solve, singular) -> Attempt:
         U = []
         for i in range(len(self.c)):
             if i == 0:
@@ -87,9 +108,8 @@ class RosenbrockStepper(AbstractStepper):
             coupling = lincomb(self.C[i][:i], U) if i else None
             if coupling is not None:
                 rhs = rhs + coupling / h
-            Ui = W.solve(rhs)
+            Ui = solve(rhs)
             U.append(torch.where(keep, Ui, torch.zeros_like(Ui)))
-        self.nsolve += len(self.c)
         y1 = y + lincomb(self.b, U)
         err = None
         if self.b_error is not None:
@@ -97,7 +117,7 @@ class RosenbrockStepper(AbstractStepper):
                 err = lincomb(self.b_error, U)
         # FSAL (Rosenbrock23): the last stage was evaluated at (t_end, y1), the next step's F_1.
         f1 = Fi if self.tableau.fsal else None
-        return Attempt(y1=y1, err=err, err_low=None, f1=f1, stages=U, failed=W.singular)
+        return Attempt(y1=y1, err=err, err_low=None, f1=f1, stages=U, failed=singular)
 
     def dense_stages(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, y: torch.Tensor,
                      attempt: Attempt, f1: torch.Tensor) -> torch.Tensor:
