@@ -77,6 +77,7 @@ def test_saveat_matches_reference(alg, tspan):
     ref, fused = both(prob, alg, saveat=saveat, reltol=1e-8, abstol=1e-10)
     assert ref.stats.naccept > 20
     assert_same(ref, fused)
+    assert fused.stats.njac == fused.stats.nlu == fused.stats.nsolve == 0
 
 
 def test_saveat_without_start_and_with_several_points_per_step():
@@ -378,3 +379,10 @@ def test_untraceable_f_gets_a_clear_error_when_compiled_and_works_eager():
     g, = torch.autograd.grad(sol.u.sum(), prob.u0)
     g_ref, = torch.autograd.grad(ref.u.sum(), prob.u0)
     torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-14)
+
+
+def test_initial_failure_of_every_member():
+    prob = ODEProblem(lambda u, p, t: u / 0.0 * 0.0, torch.ones(2, 2, dtype=torch.float64), (0.0, 1.0))
+    ref, fused = both(prob, pyode.Tsit5(), saveat=[0.5, 1.0], throw=False)
+    assert set(ref.retcode.tolist()) == {int(pyode.ReturnCode.InitialFailure)}
+    assert_same(ref, fused)
