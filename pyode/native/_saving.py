@@ -38,6 +38,7 @@ class SaveatRecorder:
     def __init__(self, ts: torch.Tensor, direction: float, B: int, t0: float, y0: torch.Tensor):
         self.ts, self.direction, self.B = ts, direction, B
         self.T = ts.shape[0]
+        self.empty = y0.new_zeros(0, *y0.shape)     # what a batch that saved nothing returns
         self.next = torch.zeros(B, dtype=torch.long, device=ts.device)
         self.events: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         if float(ts[0]) == t0:
@@ -80,8 +81,7 @@ class SaveatRecorder:
 
     def result(self, single: bool):
         if not self.events:
-            like = torch.empty(0)
-            return self.ts[:0], like
+            return self.ts[:0], self.empty
         V = torch.stack([v for v, _, _ in self.events])                   # (E, B, n)
         E, B, n = V.shape
         V = torch.cat([V, V.new_full((1, B, n), float("nan"))])          # row E: never reached
