@@ -386,3 +386,12 @@ def test_initial_failure_of_every_member():
     ref, fused = both(prob, pyode.Tsit5(), saveat=[0.5, 1.0], throw=False)
     assert set(ref.retcode.tolist()) == {int(pyode.ReturnCode.InitialFailure)}
     assert_same(ref, fused)
+
+
+def test_recompile_limit_gets_a_clear_error():
+    def prob(n):
+        return ODEProblem(lambda u, p, t: -u, torch.ones(n, dtype=torch.float64), (0.0, 1.0))
+
+    with torch._dynamo.config.patch(recompile_limit=1), pytest.raises(RuntimeError, match="recompile limit"):
+        for n in (1, 2):            # a second shape needs a second compiled chunk
+            solve(prob(n), pyode.Tsit5(), saveat=[1.0], compile=True)

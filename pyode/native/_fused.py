@@ -209,6 +209,12 @@ class _FusedLoop:
                 try:
                     state, rec = run(state)
                 except Exception as err:
+                    if self.compiled and "RecompileLimit" in type(err).__name__:
+                        raise RuntimeError(
+                            "compile=True: torch.compile's recompile limit was reached: this process has "
+                            "compiled the fused step loop for as many different methods, right-hand sides and "
+                            "shapes as torch._dynamo.config.recompile_limit allows. Raise that limit, or use "
+                            "compile=False for the rarer solves") from err
                     if self.compiled and type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
                         raise RuntimeError(
                             "compile=True: torch.compile could not compile the step loop with this f "
