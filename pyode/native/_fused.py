@@ -9,10 +9,11 @@ control flow, so that ``chunk`` iterations run as one call that ``torch.compile`
 host synchronisation per call.
 
 The forward solve keeps no autograd graph. It records each iteration's start ``(t, y)``, its step
-(zero for members that rejected it or had finished) and its end time. Outputs are then computed
-for all recorded steps at once: the step map ``Φ_r: y_r -> y_{r+1}`` and the continuous extension
-at the save times, ``vmap``-ed over the records. Gradients are those of the discrete solution
-(``DirectAdjoint``: backpropagation through the solver), assembled in a different order:
+(zero for members that rejected it or had finished) and its end time. When something is to be
+differentiated, the outputs are then recomputed for all recorded steps at once: the step map
+``Φ_r: y_r -> y_{r+1}`` and the continuous extension at the save times, ``vmap``-ed over the records
+(without a graph only the steps that hold a save time are). Gradients are those of the discrete
+solution (``DirectAdjoint``: backpropagation through the solver), assembled in a different order:
 
 * ``λ_r = J_rᵀ λ_{r+1} + d_r`` is the only sequential part. ``J_r = ∂Φ_r/∂y_r`` comes from ``n``
   vector-Jacobian products batched over all records (``n`` the state size), ``d_r`` from one more;
