@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["error_norm", "initial_step"]
+__all__ = ["error_norm", "attempt_error", "controlled_step", "initial_step"]
 
 
 def error_norm(err: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, reltol, abstol,
@@ -20,6 +20,32 @@ def error_norm(err: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, reltol, ab
         scale = abstol + reltol * torch.maximum(y0.abs(), y1.abs())
         r = (err / scale).to(torch.float64)
         return _rms(r) if internalnorm is None else apply_internalnorm(internalnorm, r)
+
+
+def attempt_error(att, y0: torch.Tensor, y1: torch.Tensor, reltol, abstol,
+                  internalnorm: Optional[Callable] = None) -> torch.Tensor:
+    """The error estimate of a trial step (an :class:`Attempt`), ``(B,)`` float64; with a second
+    (DOP853-style) estimator, ``e² / sqrt(e² + 0.01 e_low²)``."""
+    eest = error_norm(att.err, y0, y1, reltol, abstol, internalnorm)
+    if att.err_low is not None:
+        e_low = error_norm(att.err_low, y0, y1, reltol, abstol, internalnorm)
+        denom = (eest.square() + 0.01 * e_low.square()).sqrt()
+        eest = torch.where(denom > 0, eest.square() / denom.clamp(min=1e-300), eest)
+    return eest
+
+
+def controlled_step(ctrl, state, ok: torch.Tensor, rejected: torch.Tensor, finite: torch.Tensor,
+                    eest: torch.Tensor, h: torch.Tensor, h_used: torch.Tensor, h_try: torch.Tensor,
+                    land: torch.Tensor, newton_iters: Optional[torch.Tensor]) -> tuple:
+    """The next step size of every member and the controller's memory, ``(h, state)``, after the
+    trial of size ``h_used`` (``h_try`` before it was shortened to ``land`` on a stop)."""
+    q_acc, q_rej = ctrl.factors(state, eest, h_used, newton_iters)
+    h_acc = h_used / q_acc
+    # A step shortened to land on a stop says little about the step size to come.
+    h_acc = torch.where(land & (h_acc < h_try), torch.maximum(h_acc, h_try), h_acc)
+    h_rej = torch.where(finite, h_used / q_rej, h_used * ctrl.qmin)
+    h = torch.where(ok, h_acc, torch.where(rejected, h_rej, h))
+    return h, ctrl.update(state, ok, eest, h_used)
 
 
 def _rms(r: torch.Tensor) -> torch.Tensor:

@@ -33,12 +33,12 @@ elementwise operations, which the compiled chunk fuses with the stages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
 from .._retcode import ReturnCode
-from ._controller import error_norm
+from ._controller import attempt_error, controlled_step
 from ._integrate import _LAND_SLACK_ADAPTIVE, _LAND_SLACK_FIXED, _MAX_NONFINITE_STREAK, Loop, RawSolution, SolveOptions
 from ._saving import interpolate
 
@@ -147,20 +147,12 @@ class _FusedLoop:
         if att.failed is not None:
             finite = finite & ~att.failed
         if ctrl is not None:
-            eest = error_norm(att.err, y, y1, self.loop.reltol, self.loop.abstol, opts.internalnorm)
-            if att.err_low is not None:
-                e_low = error_norm(att.err_low, y, y1, self.loop.reltol, self.loop.abstol, opts.internalnorm)
-                denom = (eest.square() + 0.01 * e_low.square()).sqrt()
-                eest = torch.where(denom > 0, eest.square() / denom.clamp(min=1e-300), eest)
+            eest = attempt_error(att, y, y1, self.loop.reltol, self.loop.abstol, opts.internalnorm)
             finite = finite & torch.isfinite(eest)
             ok = active & finite & (eest <= 1.0)
             rejected = active & ~ok
-            q_acc, q_rej = ctrl.factors(tuple(cstate), eest, h_used, None)
-            h_acc = h_used / q_acc
-            h_acc = torch.where(land & (h_acc < h_try), torch.maximum(h_acc, h_try), h_acc)
-            h_rej = torch.where(finite, h_used / q_rej, h_used * ctrl.qmin)
-            h = torch.where(ok, h_acc, torch.where(rejected, h_rej, h))
-            cstate = ctrl.update(tuple(cstate), ok, eest, h_used)
+            h, cstate = controlled_step(ctrl, tuple(cstate), ok, rejected, finite, eest, h, h_used, h_try, land,
+                                        att.newton_iters)
             streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, 0, streak))
             small = rejected & (h < dtmin)
             unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))

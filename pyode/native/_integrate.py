@@ -13,7 +13,7 @@ import torch
 
 from .._problem import check_rhs_output
 from .._retcode import ReturnCode
-from ._controller import error_norm, initial_step
+from ._controller import attempt_error, controlled_step, initial_step
 from ._stepper import AbstractStepper, Differentiable
 from ._saving import DenseRecorder, EndRecorder, SaveatRecorder, StepRecorder
 
@@ -253,11 +253,7 @@ class Loop:
             if att.failed is not None:
                 finite = finite & ~att.failed
             if ctrl is not None:
-                eest = error_norm(att.err, y, y1, reltol, abstol, opts.internalnorm)
-                if att.err_low is not None:
-                    e_low = error_norm(att.err_low, y, y1, reltol, abstol, opts.internalnorm)
-                    denom = (eest.square() + 0.01 * e_low.square()).sqrt()
-                    eest = torch.where(denom > 0, eest.square() / denom.clamp(min=1e-300), eest)
+                eest = attempt_error(att, y, y1, reltol, abstol, opts.internalnorm)
                 finite = finite & torch.isfinite(eest)
                 ok = active & finite & (eest <= 1.0)
                 rejected = active & ~ok
@@ -266,13 +262,8 @@ class Loop:
                     h_acc = torch.where(land & (h_next < h_try), torch.maximum(h_next, h_try), h_next)
                     h = torch.where(ok, h_acc, torch.where(rejected, h_next, h))
                 else:
-                    q_acc, q_rej = ctrl.factors(ctrl_state, eest, h_used, att.newton_iters)
-                    h_acc = h_used / q_acc
-                    # A step shortened to land on a stop says little about the step size to come.
-                    h_acc = torch.where(land & (h_acc < h_try), torch.maximum(h_acc, h_try), h_acc)
-                    h_rej = torch.where(finite, h_used / q_rej, h_used * ctrl.qmin)
-                    h = torch.where(ok, h_acc, torch.where(rejected, h_rej, h))
-                    ctrl_state = ctrl.update(ctrl_state, ok, eest, h_used)
+                    h, ctrl_state = controlled_step(ctrl, ctrl_state, ok, rejected, finite, eest, h, h_used, h_try,
+                                                    land, att.newton_iters)
                 streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, 0, streak))
                 small = rejected & (h < opts.dtmin)
                 unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))
