@@ -293,6 +293,73 @@ def test_large_state_takes_the_sequential_recursion():
         torch.testing.assert_close(y, x, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("S", [1, 2, 3, 7, 8, 9, 64, 100])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_adjoint_recursion_scan_equals_the_sequential_one(S, dtype):
+    """The parallel scan, the sequential fallback and the recursion written out agree."""
+    import pyode.native._fused as F
+
+    g = torch.Generator().manual_seed(S)
+    B, n = 3, 4
+    Gy = torch.randn(S, B, n, generator=g, dtype=torch.float64)
+    A = torch.randn(S, B, n, n, generator=g, dtype=torch.float64) / n + torch.eye(n, dtype=torch.float64)
+    d = torch.randn(S, B, n, generator=g, dtype=torch.float64)
+    expect = torch.empty_like(Gy)
+    lam = Gy[-1]
+    expect[-1] = lam
+    for r in range(S - 2, -1, -1):
+        lam = Gy[r] + torch.einsum("bi,bij->bj", lam, A[r + 1]) + d[r + 1]
+        expect[r] = lam
+    scan = F._adjoint_recursion(Gy.to(dtype), A.to(dtype), d.to(dtype))
+    old = F._SCAN_MAX_WORK
+    F._SCAN_MAX_WORK = 0
+    try:
+        seq = F._adjoint_recursion(Gy.to(dtype), A.to(dtype), d.to(dtype))
+    finally:
+        F._SCAN_MAX_WORK = old
+    # relative to the largest entry: in float32 entries that cancel lose digits in either order
+    scale = float(expect.abs().max())
+    tol = dict(rtol=0, atol=1e-12 * scale) if dtype == torch.float64 else dict(rtol=0, atol=1e-5 * scale)
+    assert scan.dtype == seq.dtype == dtype
+    torch.testing.assert_close(scan.double(), expect, **tol)
+    torch.testing.assert_close(seq.double(), expect, **tol)
+
+
+def test_gradient_through_the_sequential_recursion(monkeypatch):
+    """A long solve with the scan switched off: the per-record recursion gives the same gradient."""
+    import pyode.native._fused as F
+
+    monkeypatch.setattr(F, "_SCAN_MAX_WORK", 0)
+    test_gradients_match_backpropagation_through_the_reference_loop(pyode.Tsit5())
+
+
+def test_save_times_on_step_ends_are_the_recorded_states():
+    """Save times that steps land on (the end of tspan) are not recomputed: they are the loop's own
+    end states, so the last saved value is the returned final state to the last bit."""
+    import pyode.native._fused as F
+
+    calls = []
+    original = F._Outputs._all_steps
+
+    def spy(self, *args):
+        calls.append(args[0].shape[0])
+        return original(self, *args)
+
+    p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    prob = ODEProblem(lv, torch.tensor([[1.0, 1.0], [2.0, 0.5]], dtype=torch.float64), (0.0, 5.0), p)
+    F._Outputs._all_steps = spy
+    try:
+        ref, fused = both(prob, pyode.Tsit5(), saveat=[5.0], reltol=1e-8)
+        assert calls == []
+        ref, fused2 = both(prob, pyode.Tsit5(), saveat=[2.5, 5.0], reltol=1e-8)
+        assert calls == [1]          # the one save time inside a step
+    finally:
+        F._Outputs._all_steps = original
+    assert_same(ref, fused2)
+    torch.testing.assert_close(fused.u[-1], fused2.u[-1], rtol=0, atol=0)
+    torch.testing.assert_close(fused.u[-1], ref.u[-1], rtol=1e-12, atol=1e-13)
+
+
 def test_no_graph_without_anything_to_differentiate():
     p = torch.tensor([1.5, 1.0, 1.0, 3.0], dtype=torch.float64)
     prob = ODEProblem(lv, torch.tensor([1.0, 1.0], dtype=torch.float64), (0.0, 1.0), p)
