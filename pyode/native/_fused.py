@@ -406,7 +406,6 @@ class _Outputs:
 #: the parallel scan of the adjoint recursion is used while its work, ``S log2(S) B n³`` multiply-adds,
 #: stays below this; past it the sequential recursion's ``S B n²`` wins despite its ``S`` small ops
 _SCAN_MAX_WORK = 2 ** 24
-_BATCHED_VJP = True
 
 
 def _adjoint_recursion(Gy: torch.Tensor, A: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -415,9 +414,11 @@ def _adjoint_recursion(Gy: torch.Tensor, A: torch.Tensor, d: torch.Tensor) -> to
 
     Sequentially this is ``S`` rounds of small ops, which for a tiny state cost far more in dispatch
     than in arithmetic. As a Hillis-Steele scan of the affine maps ``λ ↦ λ P + c`` it takes
-    ``⌈log2 S⌉`` rounds of batched products instead: after round ``s`` entry ``k`` expresses ``λ``
-    ``2^(s+1)`` records later than ... in terms of the one ``2^(s+1)`` records later still, and
-    entries whose chain has reached the end are exact (their ``P`` is zero)."""
+    ``⌈log2 S⌉`` rounds of batched products instead. Entry ``r`` starts as ``λ_r = λ_{r+1} P_r + c_r``;
+    each round composes it with the entry ``span`` records later, doubling ``span``, so that after
+    the last round every entry is expressed through records past the end, which contribute nothing
+    (the chain's ``P`` contains the last record's zero) and ``λ_r = c_r``. Same products, summed in
+    a different order: the results agree to round-off."""
     S, B, n = Gy.shape
     if S <= 1:
         return Gy.clone()
@@ -465,7 +466,7 @@ class _AdjointHook:
             # before the backward pass enters it), so nothing is recomputed.
             self.inner = True
             try:
-                if batched and out.vmappable and _BATCHED_VJP:
+                if batched and out.vmappable:
                     try:
                         return torch.autograd.grad(out.Z, out.y_in, cotangents, retain_graph=True,
                                                    is_grads_batched=True)[0]
