@@ -456,9 +456,13 @@ def test_initial_failure_of_every_member():
 
 
 def test_recompile_limit_gets_a_clear_error():
-    def prob(n):
-        return ODEProblem(lambda u, p, t: -u, torch.ones(n, dtype=torch.float64), (0.0, 1.0))
+    def prob(n, k=1):
+        return ODEProblem(lambda u, p, t: -k * u, torch.ones(n, dtype=torch.float64), (0.0, 1.0))
 
-    with torch._dynamo.config.patch(recompile_limit=1), pytest.raises(RuntimeError, match="recompile limit"):
-        for n in (1, 2):            # a second shape needs a second compiled chunk
-            solve(prob(n), pyode.Tsit5(), saveat=[1.0], compile=True)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        # Each kind of solve (here: each shape) has its own compiled chunk and its own limit.
+        for n in (1, 2):
+            assert solve(prob(n), pyode.Tsit5(), saveat=[1.0], compile=True).retcode == pyode.ReturnCode.Success
+        # The same kind with another integer in f's closure is a recompilation of the same chunk.
+        with pytest.raises(RuntimeError, match="recompile limit"):
+            solve(prob(1, k=2), pyode.Tsit5(), saveat=[1.0], compile=True)

@@ -65,11 +65,29 @@ _CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True, "post_grad_fusion_options": {
     "decompose_mm_pass": {"cpu_max_first_dimension_decomposition": _DECOMPOSE_MM_ROWS}}}
 
 
-@functools.lru_cache(maxsize=None)
-def _compiled_run_chunk(device_type: str) -> Callable:
-    """``_FusedLoop.run_chunk`` under ``torch.compile`` (the loop passed as its first argument)."""
-    options = _CPU_INDUCTOR_OPTIONS if device_type == "cpu" else {}
-    return torch.compile(_FusedLoop.run_chunk, fullgraph=True, dynamic=False, options=options)
+#: one compiled chunk per kind of solve (see :func:`_compiled_run_chunk`)
+_COMPILED: dict = {}
+
+
+def _compiled_run_chunk(key: tuple, device_type: str) -> Callable:
+    """``_FusedLoop.run_chunk`` under ``torch.compile`` (the loop passed as its first argument), one
+    per ``key``: the kind of solve (``f``'s code, method, controller, dtype, device, shapes, chunk).
+
+    Dynamo keeps its compiled code, and counts recompilations against ``recompile_limit`` (8), per
+    code object, and checks the guards of a code object's entries one after another on every call.
+    With a single ``run_chunk`` for the whole process, a ninth kind of solve would hit that limit
+    and every call would check the guards of all kinds before it. So each kind gets its own copy
+    of ``run_chunk``'s code object: its cache holds the variants of that kind only (a closure's
+    different values, say), and the limit applies per kind.
+    """
+    run = _COMPILED.get(key)
+    if run is None:
+        fn = _FusedLoop.run_chunk
+        code = fn.__code__.replace(co_name=f"run_chunk_{len(_COMPILED)}")
+        copy = type(fn)(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+        options = _CPU_INDUCTOR_OPTIONS if device_type == "cpu" else {}
+        run = _COMPILED[key] = torch.compile(copy, fullgraph=True, dynamic=False, options=options)
+    return run
 
 
 def fused_unsupported(alg, opts: SolveOptions) -> Optional[str]:
@@ -129,6 +147,17 @@ class _FusedLoop:
         implicit = hasattr(self.stepper, "fused_step")
         self.work_per_iteration = (int(implicit), int(implicit), stages * int(implicit))
         self.iterations = 0
+
+    def kind(self) -> tuple:
+        """What tells this solve's compiled chunk from another's (see :func:`_compiled_run_chunk`)."""
+        f = self.loop.f.f
+        tableau = getattr(self.stepper, "tableau", None)
+        try:
+            hash(tableau)           # by value: a user's tableau rebuilt for every solve is the same kind
+        except TypeError:
+            tableau = id(tableau)
+        return (getattr(f, "__code__", type(f)), type(self.stepper), tableau, type(self.ctrl), self.loop.y.dtype,
+                str(self.loop.dev), self.B, self.n, self.chunk)
 
     # ---- the forward loop ---------------------------------------------------------------------
     def initial_state(self) -> tuple:
@@ -207,7 +236,7 @@ class _FusedLoop:
             # Compiled code is cached on run_chunk's code object and reused by later solves with the
             # same method, f and shapes (dynamo guards on the values it read, not on this object).
             # The wrapper itself is made once: making it copies inductor's configuration (~1 ms).
-            run = functools.partial(_compiled_run_chunk(self.loop.dev.type), self)
+            run = functools.partial(_compiled_run_chunk(self.kind(), self.loop.dev.type), self)
         state = self.initial_state()
         chunks = []
         with torch.no_grad():
@@ -217,10 +246,11 @@ class _FusedLoop:
                 except Exception as err:
                     if self.compiled and "RecompileLimit" in type(err).__name__:
                         raise RuntimeError(
-                            "compile=True: torch.compile's recompile limit was reached: this process has "
-                            "compiled the fused step loop for as many different methods, right-hand sides and "
-                            "shapes as torch._dynamo.config.recompile_limit allows. Raise that limit, or use "
-                            "compile=False for the rarer solves") from err
+                            "compile=True: torch.compile's recompile limit was reached: the fused step loop "
+                            "of this f, method and shape has been compiled for as many variants as "
+                            "torch._dynamo.config.recompile_limit allows (each new Python number, string or "
+                            "object that f reads from its closure or globals is one). Pass such values in p "
+                            "or as tensors, raise that limit, or use compile=False") from err
                     if self.compiled and type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
                         raise RuntimeError(
                             "compile=True: torch.compile could not compile the step loop with this f "
