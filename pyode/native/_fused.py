@@ -242,16 +242,7 @@ class _FusedLoop:
         with torch.no_grad():
             while not bool(state[4].all()):     # the one host synchronisation per chunk
                 try:
-                    if chunks and self.compiled:
-                        # The first call checked every guard and picked this kind's compiled code;
-                        # later calls of the same solve pass the same loop and states of the same
-                        # shapes, so they re-check only the guards that tell the cached variants
-                        # apart. A Rosenbrock chunk reads ~100 tableau numbers, each a guard: this
-                        # saves ~0.2 ms per call (measured on Robertson).
-                        with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                            state, rec = run(state)
-                    else:
-                        state, rec = run(state)
+                    state, rec = run(state)
                 except Exception as err:
                     if self.compiled and "RecompileLimit" in type(err).__name__:
                         raise RuntimeError(
