@@ -455,7 +455,11 @@ def test_initial_failure_of_every_member():
     assert_same(ref, fused)
 
 
-def test_recompile_limit_gets_a_clear_error():
+def test_recompile_limit_gets_a_clear_error(monkeypatch):
+    import pyode.native._fused as F
+
+    monkeypatch.setattr(F, "DEFAULT_CHUNK", 1)      # one iteration per call: the cheapest compiles
+
     def prob(n, k=1):
         return ODEProblem(lambda u, p, t: -k * u, torch.ones(n, dtype=torch.float64), (0.0, 1.0))
 
