@@ -233,9 +233,9 @@ class _FusedLoop:
     def forward(self) -> Tuple[tuple, _Records]:
         run = self.run_chunk
         if self.compiled:
-            # Compiled code is cached on run_chunk's code object and reused by later solves with the
-            # same method, f and shapes (dynamo guards on the values it read, not on this object).
-            # The wrapper itself is made once: making it copies inductor's configuration (~1 ms).
+            # Compiled once per kind of solve and reused by later solves of that kind (dynamo guards
+            # on the values it read, not on this object). The wrapper itself is made once too:
+            # making it copies inductor's configuration (~1 ms).
             run = functools.partial(_compiled_run_chunk(self.kind(), self.loop.dev.type), self)
         state = self.initial_state()
         chunks = []
