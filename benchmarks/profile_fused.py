@@ -63,28 +63,16 @@ def chunk_call_us(loop, repeats: int, skip_guards: bool) -> float:
         return median_ms(lambda: run(loop, state), repeats * 5) * 1e3
 
 
-class PhaseTimers:
-    """Wall time of the fused path's phases within one call, by wrapping their methods."""
+def phase_timers():
+    """profile_step's timers on the fused path's phases (they do not nest: exclusive = inclusive)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from profile_step import ExclusiveTimers
 
-    def __init__(self):
-        self.t = {}
-        for owner, attr, label in ((F._FusedLoop, "forward", "forward chunks"),
-                                   (F._Outputs, "build", "outputs recomputed"),
-                                   (F._AdjointHook, "__call__", "adjoint hook")):
-            self._wrap(owner, attr, label)
-
-    def _wrap(self, owner, attr, label):
-        original = getattr(owner, attr)
-        timers = self
-
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                timers.t[label] = timers.t.get(label, 0.0) + time.perf_counter() - start
-
-        setattr(owner, attr, timed)
+    timers = ExclusiveTimers()
+    timers.wrap(F._FusedLoop, "forward", "forward chunks")
+    timers.wrap(F._Outputs, "build", "outputs recomputed")
+    timers.wrap(F._AdjointHook, "__call__", "adjoint hook")
+    return timers
 
 
 def spiral(args) -> None:
@@ -100,11 +88,11 @@ def spiral(args) -> None:
     ts = torch.as_tensor(ts_np)
     net = speed.spiral_net(0, "cpu")
     seen = capture_loop()
-    phases = PhaseTimers()
+    phases = phase_timers()
     rows = []
 
     def iteration():
-        phases.t.clear()
+        phases.own.clear()
         for q in net.parameters():
             q.grad = None
         t0 = time.perf_counter()
@@ -113,7 +101,7 @@ def spiral(args) -> None:
         t1 = time.perf_counter()
         (sol.u - target).pow(2).mean().backward()
         t2 = time.perf_counter()
-        rows.append(dict(phases.t, solve=t1 - t0, backward=t2 - t1, total=t2 - t0))
+        rows.append(dict(phases.own, solve=t1 - t0, backward=t2 - t1, total=t2 - t0))
         return sol
 
     t = time.perf_counter()

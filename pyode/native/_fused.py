@@ -388,12 +388,16 @@ class _Outputs:
         r = self.idx
         return r, cols, rec.t[r, cols], rec.hs[r, cols], rec.t_end[r, cols]
 
+    def _live(self, hs_r: torch.Tensor, rows=slice(None)) -> torch.Tensor:
+        """``(T, B)``: the save times (numbered ``rows``) that lie in a step taken, after ``t0``."""
+        return self.reached[rows] & ~self.at_start[rows, None] & (hs_r != 0)
+
     def _interpolate(self, y_r, y1_r, K_r, t_r, hs_r, te_r, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The values at the save times (those numbered ``rows``, default all) from their records' start,
         end and stages."""
         rows = slice(None) if rows is None else rows
         tj = self.ts[rows, None].expand_as(t_r)
-        live = self.reached[rows] & ~self.at_start[rows, None] & (hs_r != 0)
+        live = self._live(hs_r, rows)
         theta = torch.where(live, (tj - t_r) / torch.where(live, hs_r, torch.ones_like(hs_r)), torch.zeros_like(hs_r))
         value = interpolate(self.dense, theta, y_r, hs_r, K_r)
         return torch.where((tj == te_r)[:, :, None], y1_r, value)   # landed exactly
@@ -423,7 +427,7 @@ class _Outputs:
         # A save time that a step landed on (tspan's end, a stop) is that step's end state, already
         # recorded: only the save times inside a step need the step's stages again.
         values = Zy[r, cols]
-        inside = (self.reached & ~self.at_start[:, None] & (hs_r != 0) & (self.ts[:, None] != te_r)).any(1)
+        inside = (self._live(hs_r) & (self.ts[:, None] != te_r)).any(1)
         rows = torch.nonzero(inside).squeeze(1)
         if rows.numel():
             r, cols, t_r, hs_r, te_r = (x[rows] for x in (r, cols, t_r, hs_r, te_r))
@@ -510,8 +514,6 @@ class _AdjointHook:
             finally:
                 self.inner = False
 
-        lam_next = torch.empty_like(Gy)
-        g = torch.zeros_like(Gy[0])
         if n <= _JACOBIAN_MAX_STATES:
             # n unit cotangents on every record's y_{r+1} give the rows of all J_r at once; one more
             # (the save-time cotangents alone) gives d_r.
@@ -525,6 +527,8 @@ class _AdjointHook:
         else:
             d = vjp(torch.cat([torch.zeros_like(Gy), Go]), False)
             y = rec.y
+            lam_next = torch.empty_like(Gy)
+            g = torch.zeros_like(Gy[0])
             for r in range(S - 1, -1, -1):
                 lam = Gy[r] + g
                 lam_next[r] = lam
