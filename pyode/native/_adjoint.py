@@ -9,7 +9,7 @@ and gives ``∂L/∂u0 = λ(t0)`` and ``∂L/∂θ = ∫_{t0}^{t_T} λᵀ ∂f/�
 solve's dense output, or (checkpointing) from re-solving forward from the saved state at the start
 of each interval between save times. ``λ`` is solved per batch member (own steps, own error
 control) by the forward algorithm with the forward tolerances; for a stiff algorithm the adjoint
-is stiff too and gets its Jacobian from the problem's ``jac`` or forward-mode AD of ``f``.
+is stiff too and gets its Jacobian from the problem's ``jac`` or automatic differentiation of ``f``.
 
 The parameter integral, two ways (SciMLSensitivity's):
 
