@@ -10,8 +10,8 @@ itself. The result stays differentiable with respect to ``y``, ``t`` and the par
 Reverse rather than forward mode: in forward mode every operation between a dual tensor and an
 ordinary one (a parameter, a rate constant) meets an implicit zero tangent, and torch 2.13 computes
 with such zero tensors through Python reference implementations, ~0.1 ms per operation. A
-Jacobian of a small network (Kim et al.'s Robertson model) took 4.5 ms that way and takes 0.75 ms
-in reverse mode; the mass-action Robertson right-hand side 1.2 ms against 0.24 ms. The fused path
+Jacobian of a small network (Kim et al.'s Robertson model) took 4.5 ms that way and takes 1.1 ms
+in reverse mode; the mass-action Robertson right-hand side 1.2 ms against 0.43 ms. The fused path
 (:meth:`JacobianEvaluator.evaluate`) runs under ``vmap`` and ``torch.compile``, where
 ``torch.autograd.grad`` cannot, and keeps ``torch.func``'s forward mode, which compiled code does
 not pay for.
