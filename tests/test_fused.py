@@ -370,7 +370,7 @@ def test_no_graph_without_anything_to_differentiate():
 
 def test_compiled_solve_and_gradient_match_reference(monkeypatch):
     """Through the public switch: torch.compile-d chunks, twice (the second reuses the compiled code).
-    Two iterations per chunk: the same code as the default eight, compiled in 20 s instead of 50."""
+    Two iterations per chunk: the same code as the default eight, compiled in 24 s instead of 56."""
     import pyode.native._fused as F
     monkeypatch.setattr(F, "DEFAULT_CHUNK", 2)
     net = spiral_net()

@@ -12,9 +12,8 @@ ordinary one (a parameter, a rate constant) meets an implicit zero tangent, and 
 with such zero tensors through Python reference implementations, ~0.1 ms per operation. A
 Jacobian of a small network (Kim et al.'s Robertson model) took 4.5 ms that way and takes 1.1 ms
 in reverse mode; the mass-action Robertson right-hand side 1.2 ms against 0.43 ms. The fused path
-(:meth:`JacobianEvaluator.evaluate`) runs under ``vmap`` and ``torch.compile``, where
-``torch.autograd.grad`` cannot, and keeps ``torch.func``'s forward mode, which compiled code does
-not pay for.
+(:meth:`JacobianEvaluator.evaluate`) keeps ``torch.func``'s forward mode: its compiled code does not
+pay for the zero tangents.
 """
 from __future__ import annotations
 
@@ -108,10 +107,7 @@ class JacobianEvaluator:
             eye = torch.eye(n, dtype=out.dtype, device=out.device)
             rows_y, rows_t = vmap(pullback)(eye[:, None, :].expand(n, B, n))
         except RuntimeError as exc:
-            raise RuntimeError(
-                "reverse-mode automatic differentiation of f failed while forming the Jacobian "
-                f"({exc}). Pass jac=... to ODEProblem, or use finite differences with the algorithm's "
-                "autodiff=False option (e.g. Rodas5P(autodiff=False))") from exc
+            raise _ad_failure("reverse", exc) from exc
         return rows_y.permute(1, 0, 2), (rows_t.T.to(y.dtype) if self.time_derivative else None)
 
     def _forward(self, y, t):
@@ -122,10 +118,7 @@ class JacobianEvaluator:
             tangents_t = torch.cat([t.new_zeros(n, B), t.new_ones(1, B)])
             cols = vmap(lambda vy, vt: jvp(self.rhs.uncounted, (y, t), (vy, vt))[1])(tangents_y, tangents_t)
         except RuntimeError as exc:  # an op without a forward-mode derivative, in-place writes, ...
-            raise RuntimeError(
-                "forward-mode automatic differentiation of f failed while forming the Jacobian "
-                f"({exc}). Pass jac=... to ODEProblem, or use finite differences with the algorithm's "
-                "autodiff=False option (e.g. Rodas5P(autodiff=False))") from exc
+            raise _ad_failure("forward", exc) from exc
         return cols[:n].permute(1, 2, 0), cols[n]
 
     def _dfdt_forward(self, y, t):
@@ -159,3 +152,10 @@ class JacobianEvaluator:
         dt = eps * t.abs().clamp(min=1.0)
         t2 = t + dt
         return (self.rhs(y, t2) - fy) / (t2 - t).to(y.dtype)[:, None]
+
+
+def _ad_failure(mode: str, exc: Exception) -> RuntimeError:
+    return RuntimeError(
+        f"{mode}-mode automatic differentiation of f failed while forming the Jacobian ({exc}). Pass jac=... "
+        "to ODEProblem, or use finite differences with the algorithm's autodiff=False option "
+        "(e.g. Rodas5P(autodiff=False))")
