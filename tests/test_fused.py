@@ -394,6 +394,38 @@ def test_compiled_solve_and_gradient_match_reference(monkeypatch):
             assert float((b - a).abs().max() / a.abs().max()) < 1e-8     # 2e-10 measured
     # Chunks run whole: a few iterations past the end, on members that no longer move.
     assert 0 <= fused.stats.nf - ref.stats.nf <= F.DEFAULT_CHUNK * 6
+    # The compiled chunk returns its outputs in buffers that its next call reuses: a later solve of
+    # the same kind (other values, other steps) must leave this one's results alone.
+    other = solve(ODEProblem(lambda u, p, t: net(u ** 3), -0.5 * u0, (0.0, 2.0)), pyode.Tsit5(), saveat=ts[:5],
+                  reltol=1e-6, compile=True)
+    assert int(other.stats.naccept) != int(fused.stats.naccept)
+    assert_same(ref, fused, rtol=1e-9, atol=1e-10)
+
+
+def test_compiled_rosenbrock_matches_reference_and_restores_inductor(monkeypatch):
+    """The implicit path compiled (Jacobian by forward mode, the LU written out, intermediates on the
+    C++ stack), on Robertson; inductor's own C++ wrapper class is back in place afterwards."""
+    import pyode.native._fused as F
+    from torch._inductor.codegen import common
+
+    monkeypatch.setattr(F, "DEFAULT_CHUNK", 1)
+    common.init_backend_registration()
+    wrapper = common.device_codegens["cpu"].cpp_wrapper_codegen
+    # two members with their own rates: per-member steps, and batched results (views of what the
+    # solve returns)
+    prob = problems.robertson(k=[[0.04, 3e7, 1e4], [0.05, 2e7, 1.2e4]], u0=[[1.0, 0.0, 0.0]] * 2, tspan=(0.0, 1e4))
+    ts = torch.logspace(-4, 4, 9, dtype=torch.float64)
+    kw = dict(saveat=ts, reltol=1e-5, abstol=1e-9, dense=False)
+    ref = solve(prob, pyode.Rosenbrock23(), compile=False, **kw)
+    fused = solve(prob, pyode.Rosenbrock23(), compile=True, **kw)
+    assert_same(ref, fused, rtol=1e-9, atol=1e-14)
+    assert common.device_codegens["cpu"].cpp_wrapper_codegen is wrapper
+    # A later solve of the same kind reuses the chunk's output buffers; this solution is left alone.
+    shorter = solve(problems.robertson(k=prob.p, u0=prob.u0, tspan=(0.0, 1.0)), pyode.Rosenbrock23(),
+                    compile=True, **dict(kw, saveat=ts[:5]))
+    assert not torch.equal(shorter.stats.naccept, fused.stats.naccept)
+    assert_same(ref, fused, rtol=1e-9, atol=1e-14)
+    torch.testing.assert_close(fused.t_final, ref.t_final)
 
 
 # ---- refusals --------------------------------------------------------------------------------------
