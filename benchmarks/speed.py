@@ -386,7 +386,7 @@ def case_robertson(args, timer):
         row = dict(library=library, method=method, jac=jac, times_s=times, median_s=statistics.median(times),
                    min_s=min(times), rel_err=err, **out)
         rows.append(row)
-        print(f"    {library:<7} {method:<8} {jac:<9} {row['median_s'] * 1e3:9.1f} ms  steps {row['naccept']}"
+        print(f"    {library:<7} {method:<10} {jac:<9} {row['median_s'] * 1e3:9.1f} ms  steps {row['naccept']}"
               f"/{row['nreject'] if row['nreject'] is not None else '-'}  nf {row['nf']}  "
               f"rel err {row['rel_err']:.1e}", flush=True)
 
@@ -619,14 +619,14 @@ def table_robertson(case):
     lsoda = next((r for r in rows if r["method"] == "LSODA"), None)
     ref = case["reference"]
     out = [case["title"], f"  reference: {ref['how']} ({ref['steps']} steps)"]
-    hdr = (f"  {'library':<8}{'method':<9}{'jac':<10}{'time ms':>9}{'t/pyode':>9}{'t/LSODA':>9}{'acc/rej':>12}"
+    hdr = (f"  {'library':<8}{'method':<11}{'jac':<10}{'time ms':>9}{'t/pyode':>9}{'t/LSODA':>9}{'acc/rej':>12}"
            f"{'nf':>7}{'njac':>6}{'nlu':>6}{'us/step':>9}{'rel err':>9}")
     out += [hdr, "  " + "-" * (len(hdr) - 2)]
     for r in rows:
         steps = r["naccept"] + (r["nreject"] or 0)
         rej = "-" if r["nreject"] is None else r["nreject"]
         acc_rej = f"{r['naccept']}/{rej}"
-        out.append(f"  {r['library']:<8}{r['method']:<9}{r['jac']:<10}{r['median_s'] * 1e3:9.1f}"
+        out.append(f"  {r['library']:<8}{r['method']:<11}{r['jac']:<10}{r['median_s'] * 1e3:9.1f}"
                    f"{ratio(r['median_s'], base and base['median_s']):>9}"
                    f"{ratio(r['median_s'], lsoda and lsoda['median_s']):>9}{acc_rej:>12}"
                    f"{r['nf']:>7}{r['njac']:>6}{r['nlu']:>6}{r['median_s'] / steps * 1e6:9.0f}{r['rel_err']:9.1e}")

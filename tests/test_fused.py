@@ -402,6 +402,62 @@ def test_compiled_solve_and_gradient_match_reference(monkeypatch):
     assert_same(ref, fused, rtol=1e-9, atol=1e-10)
 
 
+def test_compiled_gradient_with_other_record_counts_and_without_forward_mode(monkeypatch):
+    """The compiled recomputation of the outputs takes any number of records (dynamo makes it
+    dynamic on the second count it sees), and where forward mode through f fails, the backward pass
+    takes reverse-mode products on an eager graph instead; the gradients stay the reference's."""
+    import pyode.native._fused as F
+    monkeypatch.setattr(F, "DEFAULT_CHUNK", 2)
+    monkeypatch.setattr(F, "_NOT_COMPILED", set())
+    net = spiral_net(1)
+    u0 = torch.tensor([2.0, 0.0], dtype=torch.float64)
+
+    def gradients(t1, compile):
+        for q in net.parameters():
+            q.grad = None
+        sol = solve(ODEProblem(lambda u, p, t: net(u ** 3), u0, (0.0, t1)), pyode.Tsit5(),
+                    saveat=torch.linspace(0, t1, 6, dtype=torch.float64), reltol=1e-7, abstol=1e-9, compile=compile)
+        sol.u.square().sum().backward()
+        return int(sol.stats.naccept), [q.grad.clone() for q in net.parameters()]
+
+    def close(g, g_ref):
+        return all(float((b - a).abs().max() / a.abs().max()) < 1e-8 for a, b in zip(g_ref, g))
+
+    steps = set()
+    for t1 in (2.0, 5.0, 3.0):
+        n, g = gradients(t1, True)
+        steps.add(n)
+        assert close(g, gradients(t1, False)[1])
+    assert len(steps) == 3
+
+    def no_forward_mode(self, y):
+        raise torch._dynamo.exc.TorchDynamoException("no forward-mode derivative")
+
+    monkeypatch.setattr(F._Outputs, "z_columns", no_forward_mode)
+    assert close(gradients(4.0, True)[1], gradients(4.0, False)[1])
+
+
+def test_compiled_gradient_of_f_that_vmap_cannot_batch(monkeypatch):
+    """f writes into a tensor of its own: the compiled loop runs it, vmap over the records cannot,
+    so the outputs and the backward pass are recomputed eagerly, record by record."""
+    import pyode.native._fused as F
+    monkeypatch.setattr(F, "DEFAULT_CHUNK", 1)
+    w = torch.tensor([1.0, -1.5], dtype=torch.float64, requires_grad=True)
+
+    def f(u, p, t):
+        out = torch.empty(u.shape, dtype=u.dtype)
+        out[..., 0] = w[0] * u[..., 1]
+        out[..., 1] = w[1] * u[..., 0]
+        return out
+
+    prob = ODEProblem(f, torch.tensor([2.0, 0.0], dtype=torch.float64), (0.0, 2.0))
+    grads = []
+    for compile in (False, True):
+        sol = solve(prob, pyode.Tsit5(), saveat=[0.5, 1.0, 2.0], reltol=1e-8, compile=compile)
+        grads.append(torch.autograd.grad(sol.u.square().sum(), w)[0])
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-12)
+
+
 def test_compiled_rosenbrock_matches_reference_and_restores_inductor(monkeypatch):
     """The implicit path compiled (Jacobian by forward mode, the LU written out, intermediates on the
     C++ stack), on Robertson; inductor's own C++ wrapper class is back in place afterwards."""

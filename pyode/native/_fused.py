@@ -71,6 +71,21 @@ _CPU_INDUCTOR_OPTIONS = {
     "cpp_wrapper": True, "aot_inductor.allow_stack_allocation": True,
     "post_grad_fusion_options": {"decompose_mm_pass": {"cpu_max_first_dimension_decomposition": _DECOMPOSE_MM_ROWS}}}
 
+#: The outputs' recomputation is compiled without it: its forward's outputs include the tensors
+#: autograd keeps for the backward pass, which must outlive the next call.
+_CPU_OUTPUT_OPTIONS = {k: v for k, v in _CPU_INDUCTOR_OPTIONS.items() if k != "aot_inductor.allow_stack_allocation"}
+
+#: (function, kind) of the outputs' functions that torch.compile could not compile: not retried
+_NOT_COMPILED: set = set()
+
+
+class _NotCompiled(Exception):
+    """An outputs' function could not be compiled for this kind of solve; its eager form applies."""
+
+
+def _from_compiler(err: Exception) -> bool:
+    return type(err).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
 
 #: one compiled chunk per kind of solve (see :func:`_compiled_run_chunk`)
 _COMPILED: dict = {}
@@ -87,13 +102,18 @@ def _compiled_run_chunk(key: tuple, device_type: str) -> Callable:
     of ``run_chunk``'s code object: its cache holds the variants of that kind only (a closure's
     different values, say), and the limit applies per kind.
     """
+    return _compiled(_FusedLoop.run_chunk, key, _CPU_INDUCTOR_OPTIONS if device_type == "cpu" else {}, False)
+
+
+def _compiled(fn: Callable, key: tuple, options: dict, dynamic: Optional[bool]) -> Callable:
+    """``fn`` under ``torch.compile``, on its own copy of ``fn``'s code object per ``key`` (see
+    :func:`_compiled_run_chunk`)."""
+    key = (fn.__qualname__,) + key
     run = _COMPILED.get(key)
     if run is None:
-        fn = _FusedLoop.run_chunk
-        code = fn.__code__.replace(co_name=f"run_chunk_{len(_COMPILED)}")
+        code = fn.__code__.replace(co_name=f"{fn.__name__}_{len(_COMPILED)}")
         copy = type(fn)(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
-        options = _CPU_INDUCTOR_OPTIONS if device_type == "cpu" else {}
-        run = _COMPILED[key] = torch.compile(copy, fullgraph=True, dynamic=False, options=options)
+        run = _COMPILED[key] = torch.compile(copy, fullgraph=True, dynamic=dynamic, options=options)
     return run
 
 
@@ -289,7 +309,7 @@ class _FusedLoop:
                             "torch._dynamo.config.recompile_limit allows (each new Python number, string or "
                             "object that f reads from its closure or globals is one). Pass such values in p "
                             "or as tensors, raise that limit, or use compile=False") from err
-                    if self.compiled and type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                    if self.compiled and _from_compiler(err):
                         raise RuntimeError(
                             "compile=True: torch.compile could not compile the step loop with this f "
                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
@@ -349,6 +369,9 @@ class _Outputs:
         opts = fl.opts
         self.mode = "saveat" if opts.saveat is not None else ("steps" if opts.save_steps else "end")
         self.vmappable = True
+        # Compiled solves recompute the outputs compiled too, and take the Jacobians the backward
+        # pass needs by forward mode there (see _AdjointHook); eager ones by reverse mode.
+        self.by_columns = fl.compiled and fl.n <= _JACOBIAN_MAX_STATES
         if self.mode == "saveat":
             self._locate(opts.saveat.to(device=rec.t.device, dtype=torch.float64))
 
@@ -374,7 +397,7 @@ class _Outputs:
             # The first record starts at u0 itself; the others are leaves that only the hook reads.
             self.y_rec = rec.y[1:].detach().requires_grad_(True)
             self.y_in = torch.cat([y0[None], self.y_rec])
-            Z = self.z(self.y_in)
+            Z = self.recompute_with_graph()
             if Z.requires_grad:
                 self.Z = Z
                 Z.register_hook(_AdjointHook(self))
@@ -442,15 +465,70 @@ class _Outputs:
         value = interpolate(self.dense, theta, y_r, hs_r, K_r)
         return torch.where((tj == te_r)[:, :, None], y1_r, value)   # landed exactly
 
-    def z(self, y: torch.Tensor) -> torch.Tensor:
+    def z(self, y: torch.Tensor, traced: bool = False) -> torch.Tensor:
         """``Z(y)`` for record start states ``y`` ``(S, B, n)``: ``(S [+ T], B, n)``, every step recomputed
-        (the graph the gradient runs through)."""
+        (the graph the gradient runs through). ``traced``: for torch.compile, vmap without fallback."""
         rec = self.rec
-        y1, K = self._all_steps(y, rec.t, rec.hs, rec.t_end)
+        steps = torch.func.vmap(self.fl.step_map) if traced else self._all_steps
+        y1, K = steps(y, rec.t, rec.hs, rec.t_end)
         if self.mode != "saveat":
             return y1
         r, cols, t_r, hs_r, te_r = self._save_records()
         return torch.cat([y1, self._interpolate(y[r, cols], y1[r, cols], K[r, cols], t_r, hs_r, te_r)])
+
+    def z_traced(self, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`z` as compiled (with its backward pass, by AOTAutograd)."""
+        return self.z(y, traced=True)
+
+    def z_columns(self, y: torch.Tensor) -> torch.Tensor:
+        """``∂Z/∂y`` applied to ``e_i`` in every record, ``i = 1 … n``: ``(n, S [+ T], B, n)``. Every row
+        of ``Z`` depends on one record's start only, so these are the columns of each row's Jacobian
+        with respect to its record: ``J_r`` for the steps, and that of each save time's value."""
+        n = y.shape[-1]
+        basis = torch.eye(n, dtype=y.dtype, device=y.device)[:, None, None, :].expand(n, *y.shape)
+        return torch.func.vmap(lambda v: torch.func.jvp(self.z_traced, (y,), (v,))[1])(basis)
+
+    def compiled(self, name: str, y: torch.Tensor) -> torch.Tensor:
+        """``self.<name>(y)`` compiled once per kind of solve and output mode. Shapes are left to
+        dynamo's automatic dynamic shapes: the number of records changes from solve to solve, and a
+        second count recompiles the function once for any count. Raises :class:`_NotCompiled` if
+        this kind's ``name`` could not be compiled (now or before)."""
+        fl = self.fl
+        key = fl.kind() + (self.mode, None if self.mode != "saveat" else self.ts.shape[0])
+        if (name,) + key in _NOT_COMPILED:
+            raise _NotCompiled
+        options = _CPU_OUTPUT_OPTIONS if fl.loop.dev.type == "cpu" else {}
+        try:
+            return _compiled(getattr(_Outputs, name), key, options, None)(self, y)
+        except Exception as err:
+            if not _from_compiler(err):
+                raise
+            _NOT_COMPILED.add((name,) + key)
+            raise _NotCompiled from err
+
+    def recompute_with_graph(self) -> torch.Tensor:
+        """``Z(y_in)`` with its graph: compiled where it can be (an ``f`` that runs in the compiled loop
+        may still defeat ``vmap`` over the records), else eager."""
+        if self.by_columns:
+            try:
+                return self.compiled("z_traced", self.y_in)
+            except _NotCompiled:
+                self.by_columns = False
+        return self.z(self.y_in)
+
+    def jacobians_by_columns(self, Go: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(A, d)`` of the adjoint recursion from :meth:`z_columns`: ``A[r, b] = J_r``, and ``d`` the
+        save-time cotangents ``Go`` pulled back to their records' starts."""
+        S, (T, B) = self.S, Go.shape[:2]
+        with torch.no_grad():
+            cols = self.compiled("z_columns", self.y_in.detach())      # may raise _NotCompiled
+        A = cols[:, :S].permute(1, 2, 3, 0)                          # A[r, b, k, i] = (J_r e_i)_k
+        d = Go.new_zeros(S, B, self.fl.n)
+        if T:
+            pulled = torch.einsum("itbk,tbk->tbi", cols[:, S:], Go)  # (J_jᵀ Go_j) for each save time j
+            members = torch.arange(B, device=Go.device)[None, :].expand(T, B)
+            d.index_put_((self.idx, members), pulled, accumulate=True)
+        return A, d
 
     def z_without_graph(self) -> torch.Tensor:
         """The values of ``Z`` when nothing is differentiated: the states after each record are the
@@ -535,6 +613,8 @@ class _AdjointHook:
         G = G.detach()
         Gy, Go = G[:S], G[S:]
 
+        Z, y_in = out.Z, out.y_in
+
         def vjp(cotangents: torch.Tensor, batched: bool) -> torch.Tensor:
             # Products with the graph the forward built (its buffers are still alive: this hook runs
             # before the backward pass enters it), so nothing is recomputed.
@@ -542,19 +622,29 @@ class _AdjointHook:
             try:
                 if batched and out.vmappable:
                     try:
-                        return torch.autograd.grad(out.Z, out.y_in, cotangents, retain_graph=True,
-                                                   is_grads_batched=True)[0]
+                        return torch.autograd.grad(Z, y_in, cotangents, retain_graph=True, is_grads_batched=True)[0]
                     except RuntimeError as err:
                         if "vmap" not in str(err) and "functorch" not in str(err) and "batch" not in str(err):
                             raise
                 if batched:
-                    return torch.stack([torch.autograd.grad(out.Z, out.y_in, c, retain_graph=True)[0]
-                                        for c in cotangents])
-                return torch.autograd.grad(out.Z, out.y_in, cotangents, retain_graph=True)[0]
+                    return torch.stack([torch.autograd.grad(Z, y_in, c, retain_graph=True)[0] for c in cotangents])
+                return torch.autograd.grad(Z, y_in, cotangents, retain_graph=True)[0]
             finally:
                 self.inner = False
 
-        if n <= _JACOBIAN_MAX_STATES:
+        A = None
+        if out.by_columns:
+            try:
+                A, d = out.jacobians_by_columns(Go)
+            except _NotCompiled:
+                # No forward mode through f: reverse mode, on an eager graph of Z (a compiled
+                # backward pass runs once only, and the parameters' pass still needs it).
+                with torch.enable_grad():
+                    y_in = out.y_in.detach().requires_grad_(True)
+                    Z = out.z(y_in)
+        if A is not None:
+            lam_next = _adjoint_recursion(Gy, A, d)
+        elif n <= _JACOBIAN_MAX_STATES:
             # n unit cotangents on every record's y_{r+1} give the rows of all J_r at once; one more
             # (the save-time cotangents alone) gives d_r.
             cot = G.new_zeros((n + 1,) + tuple(G.shape))
