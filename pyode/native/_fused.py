@@ -15,9 +15,12 @@ differentiated, the outputs are then recomputed for all recorded steps at once: 
 (without a graph only the steps that hold a save time are). Gradients are those of the discrete
 solution (``DirectAdjoint``: backpropagation through the solver), assembled in a different order:
 
-* ``λ_r = J_rᵀ λ_{r+1} + d_r`` is the only sequential part. ``J_r = ∂Φ_r/∂y_r`` comes from ``n``
-  vector-Jacobian products batched over all records (``n`` the state size), ``d_r`` from one more;
-  the recursion itself is a handful of ``(B, n)`` ops per record.
+* ``λ_r = J_rᵀ λ_{r+1} + d_r`` is the only sequential part, and a parallel scan at that. Eager,
+  ``J_r = ∂Φ_r/∂y_r`` comes from ``n`` vector-Jacobian products batched over all records (``n`` the
+  state size) and ``d_r`` from one more. Compiled, the recomputation itself is compiled, and the
+  ``J_r`` (with the save times' Jacobians, which give ``d_r``) come from ``n`` Jacobian-vector
+  products in one more compiled call: a compiled backward pass can run only once, and in compiled
+  code forward mode does not pay eager PyTorch's cost of zero tangents.
 * The parameter gradient is one batched backward pass through the recomputed ``Φ`` with the
   cotangents ``λ_{r+1}``, so closures, ``p`` and ``nn.Module`` parameters are reached as by any
   autograd graph. A hook on the recomputed outputs swaps in the ``λ`` before that pass runs.
