@@ -83,6 +83,7 @@ _CPU_INDUCTOR_OPTIONS = {
 #: autograd keeps for the backward pass, which must outlive the next call.
 _CPU_OUTPUT_OPTIONS = {k: v for k, v in _CPU_INDUCTOR_OPTIONS.items() if k != "aot_inductor.allow_stack_allocation"}
 
+
 def _padded_count(S: int) -> int:
     """Records are padded to one of 8, 12, 16, 24, 32, 48, 64, 96, ... (at most 50 % more, 25 % on
     average), so that the compiled outputs' functions, each compile of which takes seconds, are
@@ -499,16 +500,18 @@ class _Outputs:
         """:meth:`z` as compiled (with its backward pass, by AOTAutograd), on the padded records."""
         return self.z(y, traced=True)
 
+    @functools.cached_property
+    def rec_padded(self) -> _Records:
+        """The records' times padded to :func:`_padded_count` records by zero steps at the end."""
+        rec = self.rec
+        last = rec.t_end[-1:].expand(_padded_count(self.S) - self.S, -1)
+        return _Records(torch.cat([rec.t, last]), torch.cat([rec.hs, torch.zeros_like(last)]),
+                        torch.cat([rec.t_end, last]), None, None)
+
     def _pad(self, y: torch.Tensor) -> torch.Tensor:
-        """Record starts ``y`` ``(S, B, n)`` padded to :func:`_padded_count` records; the padding is zero
-        steps from the last record's start, which nothing reads."""
-        S, rec = self.S, self.rec
-        extra = _padded_count(S) - S
-        if not hasattr(self, "rec_padded"):
-            last = rec.t_end[-1:].expand(extra, -1)
-            self.rec_padded = _Records(torch.cat([rec.t, last]), torch.cat([rec.hs, torch.zeros_like(last)]),
-                                       torch.cat([rec.t_end, last]), None, None)
-        return torch.cat([y, y[-1:].detach().expand(extra, -1, -1)])
+        """Record starts ``y`` ``(S, B, n)`` padded like :attr:`rec_padded`, from the last record's start
+        (the padding's rows are removed from the results unread)."""
+        return torch.cat([y, y[-1:].detach().expand(_padded_count(self.S) - self.S, -1, -1)])
 
     def _unpad(self, Z: torch.Tensor) -> torch.Tensor:
         """``Z`` (or columns of its Jacobian, records in dimension -3) without the padding's rows."""
@@ -523,7 +526,7 @@ class _Outputs:
         basis = torch.eye(n, dtype=y.dtype, device=y.device)[:, None, None, :].expand(n, *y.shape)
         return torch.func.vmap(lambda v: torch.func.jvp(self.z_traced, (y,), (v,))[1])(basis)
 
-    def compiled(self, name: str, y: torch.Tensor) -> torch.Tensor:
+    def run_compiled(self, name: str, y: torch.Tensor) -> torch.Tensor:
         """``self.<name>(y)`` on the padded records, compiled once per kind of solve, output mode and
         padded record count (static shapes: torch 2.13's forward mode fails on symbolic ones), with
         the padding's rows removed. Raises :class:`_NotCompiled` if this kind's ``name`` could not be
@@ -546,7 +549,7 @@ class _Outputs:
         may still defeat ``vmap`` over the records), else eager."""
         if self.by_columns:
             try:
-                return self.compiled("z_traced", self.y_in)
+                return self.run_compiled("z_traced", self.y_in)
             except _NotCompiled:
                 self.by_columns = False
         return self.z(self.y_in)
@@ -556,7 +559,7 @@ class _Outputs:
         save-time cotangents ``Go`` pulled back to their records' starts."""
         S, (T, B) = self.S, Go.shape[:2]
         with torch.no_grad():
-            cols = self.compiled("z_columns", self.y_in.detach())      # may raise _NotCompiled
+            cols = self.run_compiled("z_columns", self.y_in.detach())      # may raise _NotCompiled
         A = cols[:, :S].permute(1, 2, 3, 0)                          # A[r, b, k, i] = (J_r e_i)_k
         d = Go.new_zeros(S, B, self.fl.n)
         if T:
