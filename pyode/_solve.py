@@ -53,7 +53,10 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         dt: initial step for adaptive methods (default: Hairer's heuristic), the step of fixed-step ones.
         adaptive: turn error control off for an adaptive method (then ``dt`` is required).
         maxiters: step attempts (accepted + rejected) per member before ``MaxIters``.
-        dtmin, dtmax: bounds of the step size (defaults ``16 eps(max|t|)`` and ``|t1 - t0|``).
+        dtmin, dtmax: bounds of the step size. A member whose rejected step falls below
+            ``max(dtmin, 16 eps(|t|))`` stops with ``DtLessThanMin``: by default (``dtmin=None``) only
+            the floor relative to the current time applies, as in DifferentialEquations.jl, so a
+            span of 1e13 still allows tiny steps near ``t0``. ``dtmax`` defaults to ``|t1 - t0|``.
         tstops: times every member must step onto (discontinuities of ``f``).
         controller: step-size controller: :class:`PIController` (DifferentialEquations.jl's gains),
             :class:`IController` or :class:`PredictiveController`. Default: predictive for KenCarp4,
@@ -139,7 +142,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                          f"{', adaptive=False' if alg.adaptive else ''}); pass e.g. dt={span / 100:g}")
     if isinstance(maxiters, bool) or not isinstance(maxiters, numbers.Integral) or maxiters <= 0:
         raise ValueError(f"maxiters must be a positive integer; got {maxiters!r}")
-    dtmin_v = 16 * np.spacing(max(abs(t0), abs(t1))) if dtmin is None else _nonnegative_float("dtmin", dtmin)
+    # The default floor is relative to the current time (applied per step), not to the span.
+    dtmin_v = 0.0 if dtmin is None else _nonnegative_float("dtmin", dtmin)
     dtmax_v = span if dtmax is None else min(_positive_float("dtmax", dtmax), span)
     if dtmin_v >= dtmax_v:
         raise ValueError(f"dtmin={dtmin_v:g} must be smaller than dtmax={dtmax_v:g}")
