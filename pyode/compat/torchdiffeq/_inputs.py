@@ -69,7 +69,7 @@ class Spec:
     def unflatten(self, flat: torch.Tensor, lead: Tuple[int, ...]):
         """``(*lead, N)`` back to the user's layout: a tensor ``(*lead, *shape)`` or a tuple."""
         if self.shapes is None:
-            return flat.reshape(*lead, *self.shape)
+            return flat.reshape((*lead, *self.shape))
         return flat_to_shape(flat, lead, self.shapes)
 
 

@@ -118,7 +118,7 @@ def odeint_dense(func: Callable, y0: torch.Tensor, t0, t1, *, rtol=1e-7, atol=1e
     def dense_output_fn(t_eval: torch.Tensor) -> torch.Tensor:
         tq = torch.as_tensor(t_eval, dtype=torch.float64)
         flat = sol((-tq if spec.reversed else tq).reshape(-1))
-        return flat.reshape(*tq.shape, *y0.shape).to(y0.dtype)
+        return flat.reshape((*tq.shape, *y0.shape)).to(y0.dtype)
 
     return dense_output_fn
 
