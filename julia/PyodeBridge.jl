@@ -67,13 +67,42 @@ rms(x) = sqrt(sum(abs2, x) / max(length(x), 1))
 # Right-hand sides
 
 """
+    GradientSafe(g)
+
+`g(u, θ, t)` with a reverse rule that never answers `nothing`. Zygote gives `nothing` for an
+argument the function does not use (a right-hand side that ignores `θ`, or `u`), and
+SciMLSensitivity's `ZygoteVJP()` throws `ZygoteVJPNothingError` on it (derivative_wrappers.jl,
+`allow_nothing = false`); `allow_nothing = true` would skip the copy into the adjoint's buffer
+and leave whatever it held. Here such a gradient is zeros of the argument's shape, which is what
+it is.
+"""
+struct GradientSafe{G}
+    g::G
+end
+
+(s::GradientSafe)(u, θ, t) = s.g(u, θ, t)
+
+function ChainRulesCore.rrule(s::GradientSafe, u, θ, t)
+    y, back = Zygote.pullback(s.g, u, θ, t)
+    function gradient_safe_pullback(ȳ)
+        λ = unthunk(ȳ)
+        λ isa ChainRulesCore.AbstractZero && return NoTangent(), zero(u), zero(θ), NoTangent()
+        gu, gθ, _ = back(λ)
+        return NoTangent(), zero_if_nothing(gu, u), zero_if_nothing(gθ, θ), NoTangent()
+    end
+    return y, gradient_safe_pullback
+end
+
+zero_if_nothing(g, x) = g === nothing ? zero(x) : g
+
+"""
     julia_function(g)
 
 An out-of-place `ODEFunction` for `g(u, θ, t)` written in Julia (user source or a translated
 network): every derivative (Jacobians for stiff methods, vector-Jacobian products for adjoints)
-comes from Julia's AD.
+comes from Julia's AD, through [`GradientSafe`](@ref).
 """
-julia_function(g) = ODEFunction{false}(g)
+julia_function(g) = ODEFunction{false}(GradientSafe(g))
 
 """
 A right-hand side written in Python, called back with plain `Float64` arrays. Its derivatives come
@@ -119,80 +148,166 @@ end
 
 # ---------------------------------------------------------------------------------------------
 # Solving and differentiating a batch
+#
+# What reaches `solve` (upstream: OrdinaryDiffEq v7, SciMLSensitivity v7):
+# - `dense` never does. SciMLSensitivity's continuous adjoints solve the forward problem without
+#   `saveat` and read the saved values as `sol(ts)` (concrete_solve.jl): with `dense = false` that
+#   is linear interpolation, wrong values and wrong gradients; with `saveat` and `dense = true`
+#   OrdinaryDiffEq stores stages only at saves that fall on a step (integrator_utils.jl,
+#   `_savevalues!`), so `sol(t)` would pair a point with another step's stages.
+# - A solve that is not differentiated keeps every step (OrdinaryDiffEq's default without
+#   `saveat`): values at the requested times come from its interpolant, `sol(t)` is exact dense
+#   output, `alg_choice` holds every step (the switch count) and `t[end]` is where a failed solve
+#   stopped.
+# - A differentiated solve gets `saveat` (SciMLSensitivity needs it to place the saved values);
+#   its rows are matched to the requested times by value, since BacksolveAdjoint adds `t0`/`t1`
+#   and the other adjoints sort `saveat`.
 
 """
-    solve_batch(fun, u0s, θ, t0, t1, alg, opts, sensealg, differentiate)
+    reached(t, t0, t_end)
+
+Whether time `t` lies between `t0` and `t_end` (either direction of time).
+"""
+reached(t, t0, t_end) = (t - t0) * (t_end - t) >= 0
+
+"""
+    columns(saved, wanted)
+
+For each requested time, the index of the equal time in `saved` (0 where there is none).
+"""
+columns(saved::AbstractVector, wanted::AbstractVector) = [something(findfirst(==(t), saved), 0) for t in wanted]
+
+function switches(sol)
+    choice = hasproperty(sol, :alg_choice) ? sol.alg_choice : nothing
+    (choice === nothing || length(choice) < 2) && return 0
+    return count(i -> choice[i] != choice[i - 1], 2:length(choice))
+end
+
+function solve_stats(sol, nswitch)
+    st = sol.stats
+    st === nothing && return [0, 0, 0, 0, 0, 0, nswitch]
+    return [st.nf, st.njacs, st.nw, st.nsolve, st.naccept, st.nreject, nswitch]
+end
+
+"""
+    plain_member(prob, alg, opts, wanted)
+
+One member solved without differentiation, every step kept. Rows: the requested times `wanted`
+(NaN past the point where the solve stopped), or every step when `wanted === nothing`.
+"""
+function plain_member(prob, alg, opts::NamedTuple, wanted)
+    sol = solve(prob, alg; opts...)
+    n = length(prob.u0)
+    t_start, t_end = sol.t[1], sol.t[end]
+    if wanted === nothing
+        ts = collect(Float64, sol.t)
+        us = Array(sol)
+    else
+        ts = fill(NaN, length(wanted))
+        us = fill(NaN, n, length(wanted))
+        for (j, t) in enumerate(wanted)
+            if reached(t, t_start, t_end)
+                ts[j] = t
+                us[:, j] .= sol(t)
+            end
+        end
+    end
+    k = length(sol.t)
+    dt_final = k >= 2 ? sol.t[end] - sol.t[end - 1] : NaN
+    return (t = ts, u = us, retcode = sol.retcode, t_final = Float64(t_end), dt_final = Float64(dt_final),
+            stats = solve_stats(sol, switches(sol)), pullback = nothing, columns = Int[], width = 0,
+            solution = sol)
+end
+
+"""
+    differentiated_member(prob, alg, opts, sensealg, wanted, count_switches)
+
+One member solved under `Zygote.pullback` with `sensealg`. A member that fails is solved again
+by [`plain_member`](@ref) (no pullback: its gradient is undefined), so that its values stop where
+the solve stopped instead of SciMLSensitivity's interpolant extrapolating past it. With
+`count_switches` (a composite algorithm whose forward solve keeps only the `saveat` points) the
+switch count comes from a plain solve too.
+"""
+function differentiated_member(prob, alg, opts::NamedTuple, sensealg, wanted, count_switches::Bool)
+    kept = Ref{Any}(nothing)
+    saving = wanted === nothing ? NamedTuple() : (; saveat = wanted)
+    out, back = Zygote.pullback(prob.u0, prob.p) do u0_, p_
+        sol = solve(remake(prob; u0 = u0_, p = p_), alg; sensealg = sensealg, saving..., opts...)
+        ChainRulesCore.ignore_derivatives(() -> (kept[] = sol))
+        Array(sol)
+    end
+    sol = kept[]
+    SciMLBase.successful_retcode(sol.retcode) || return plain_member(prob, alg, opts, wanted)
+    n = length(prob.u0)
+    cols = wanted === nothing ? collect(1:size(out, 2)) : columns(sol.t, wanted)
+    ts = fill(NaN, length(cols))
+    us = fill(NaN, n, length(cols))
+    for (j, c) in enumerate(cols)
+        if c > 0
+            ts[j] = sol.t[c]
+            us[:, j] .= out[:, c]
+        end
+    end
+    nswitch = count_switches ? switches(solve(prob, alg; opts...)) : switches(sol)
+    return (t = ts, u = us, retcode = sol.retcode, t_final = Float64(prob.tspan[2]), dt_final = NaN,
+            stats = solve_stats(sol, nswitch), pullback = back, columns = cols, width = size(out, 2),
+            solution = nothing)
+end
+
+"""
+    solve_batch(fun, u0s, θ, t0, t1, alg, opts, sensealg, differentiate, saveat, keep_dense, count_switches)
 
 Solve every column of `u0s` (`n × B`) as its own problem (own steps, own return code) with the
-shared parameters `θ`. With `differentiate`, each member's solve runs under `Zygote.pullback`
-with `sensealg`, and the pullbacks are kept for [`backward`](@ref).
+shared parameters `θ`. `opts` holds solver keywords only (never `saveat` or `dense`); `saveat` is
+the vector of requested times, or `nothing` for every step. With `differentiate`, each member's
+solve runs under `Zygote.pullback` with `sensealg`, and the pullbacks are kept for
+[`backward`](@ref). With `keep_dense`, the undifferentiated solutions are kept for
+[`interpolate`](@ref).
 
-Returns a NamedTuple: `t` (`Tmax × B` saved times, NaN-padded), `u` (`n × Tmax × B`), `retcode`
-(names of `SciMLBase.ReturnCode`), `t_final`, `dt_final`, `stats` (`7 × B`: nf, njacs, nw,
-nsolve, naccept, nreject, nswitch), `lengths` (saved points per member), `pullbacks` and the `solutions` themselves (for dense output).
+Returns a NamedTuple: `t` (`Tmax × B` saved times, NaN where a member did not reach a requested
+time, NaN-padded), `u` (`n × Tmax × B`), `retcode` (names of `SciMLBase.ReturnCode`), `t_final`
+(where each member stopped), `dt_final`, `stats` (`7 × B`: nf, njacs, nw, nsolve, naccept,
+nreject, nswitch), `lengths` (rows per member), and what `backward` and `interpolate` need.
 """
 function solve_batch(fun, u0s::AbstractMatrix, θ::AbstractVector, t0::Real, t1::Real, alg, opts::NamedTuple,
-                     sensealg, differentiate::Bool)
+                     sensealg, differentiate::Bool, saveat, keep_dense::Bool, count_switches::Bool)
     n, B = size(u0s)
     p = collect(Float64, θ)
     span = (Float64(t0), Float64(t1))
+    wanted = saveat === nothing ? nothing : collect(Float64, saveat)
     prob = ODEProblem(fun, collect(Float64, u0s[:, 1]), span, p)
-    sols = Vector{Any}(undef, B)
-    pullbacks = Vector{Any}(nothing, B)
+    members = Vector{Any}(undef, B)
     for b in 1:B
-        u0 = collect(Float64, u0s[:, b])
-        if differentiate
-            kept = Ref{Any}(nothing)
-            _, back = Zygote.pullback(u0, p) do u0_, p_
-                sol = solve(remake(prob; u0 = u0_, p = p_), alg; sensealg = sensealg, opts...)
-                ChainRulesCore.ignore_derivatives(() -> (kept[] = sol))
-                Array(sol)
-            end
-            sols[b] = kept[]
-            pullbacks[b] = back
-        else
-            sols[b] = solve(remake(prob; u0 = u0), alg; opts...)
-        end
+        member_prob = remake(prob; u0 = collect(Float64, u0s[:, b]))
+        members[b] = differentiate ?
+            differentiated_member(member_prob, alg, opts, sensealg, wanted, count_switches) :
+            plain_member(member_prob, alg, opts, wanted)
     end
-    lengths = [length(s.t) for s in sols]
+    lengths = [length(m.t) for m in members]
     Tmax = maximum(lengths)
     ts = fill(NaN, Tmax, B)
     us = fill(NaN, n, Tmax, B)
     stats = zeros(Int, 7, B)
-    t_final = zeros(B)
-    dt_final = fill(NaN, B)
-    for (b, s) in enumerate(sols)
+    for (b, m) in enumerate(members)
         k = lengths[b]
-        ts[1:k, b] .= s.t
-        for j in 1:k
-            us[:, j, b] .= s.u[j]
-        end
-        t_final[b] = s.t[end]
-        k >= 2 && (dt_final[b] = s.t[end] - s.t[end - 1])
-        stats[:, b] .= solve_stats(s)
+        ts[1:k, b] .= m.t
+        us[:, 1:k, b] .= m.u
+        stats[:, b] .= m.stats
     end
-    retcodes = [String(Symbol(s.retcode)) for s in sols]
-    return (t = ts, u = us, retcode = retcodes, t_final = t_final, dt_final = dt_final, stats = stats,
-            lengths = lengths, pullbacks = pullbacks, solutions = sols)
-end
-
-function solve_stats(sol)
-    st = sol.stats
-    nswitch = 0
-    choice = hasproperty(sol, :alg_choice) ? sol.alg_choice : nothing
-    if choice !== nothing && length(choice) > 1
-        nswitch = count(i -> choice[i] != choice[i - 1], 2:length(choice))
-    end
-    st === nothing && return [0, 0, 0, 0, 0, 0, nswitch]
-    return [st.nf, st.njacs, st.nw, st.nsolve, st.naccept, st.nreject, nswitch]
+    retcodes = [String(Symbol(m.retcode)) for m in members]
+    return (t = ts, u = us, retcode = retcodes, t_final = [m.t_final for m in members],
+            dt_final = [m.dt_final for m in members], stats = stats, lengths = lengths,
+            differentiated = differentiate, pullbacks = [m.pullback for m in members],
+            columns = [m.columns for m in members], widths = [m.width for m in members],
+            solutions = [keep_dense ? m.solution : nothing for m in members])
 end
 
 """
     backward(result, ū)
 
 Gradients of `Σ ū ⋅ u` for the saved states `u` of a differentiated [`solve_batch`](@ref):
-`ū` is `n × Tmax × B`. Returns `(du0 :: n × B, dθ)`, `dθ` summed over the batch (the parameters
-are shared).
+`ū` is `n × Tmax × B`. Each member's rows are scattered back onto the columns its solve
+returned. Returns `(du0 :: n × B, dθ)`, `dθ` summed over the batch (the parameters are shared).
 """
 function backward(result, ū::AbstractArray{<:Real, 3})
     n, _, B = size(ū)
@@ -200,9 +315,12 @@ function backward(result, ū::AbstractArray{<:Real, 3})
     dθ = nothing
     for b in 1:B
         back = result.pullbacks[b]
-        back === nothing && error("member $b was solved without a pullback")
-        k = result.lengths[b]
-        g_u0, g_θ = back(collect(Float64, ū[:, 1:k, b]))
+        back === nothing && error("member $b has no pullback (it failed, or the solve was not differentiated)")
+        full = zeros(n, result.widths[b])
+        for (j, c) in enumerate(result.columns[b])
+            c > 0 && (full[:, c] .+= ū[:, j, b])
+        end
+        g_u0, g_θ = back(full)
         g_u0 === nothing || (du0[:, b] .= g_u0)
         if g_θ !== nothing
             dθ = dθ === nothing ? collect(Float64, g_θ) : dθ .+ g_θ
@@ -214,16 +332,18 @@ end
 """
     interpolate(result, tq)
 
-Dense output of a [`solve_batch`](@ref) result at the times `tq`: `n × Q × B`, NaN where a
-member did not reach the time. Uses the solutions' own interpolants (kept alive by Python as long
-as the `ODESolution` that asked for dense output).
+Dense output of an undifferentiated [`solve_batch`](@ref) result kept with `keep_dense`, at the
+times `tq`: `n × Q × B`, NaN where a member did not reach the time. (A differentiated solve
+returns SciMLSensitivity's solution, which refuses interpolation: Python solves again instead.)
 """
 function interpolate(result, tq::AbstractVector)
+    result.differentiated && error("dense output of a differentiated solve is not kept; solve again with saveat")
     n = size(result.u, 1)
     out = fill(NaN, n, length(tq), length(result.solutions))
-    for (b, sol) in enumerate(result.solutions), (j, t) in enumerate(tq)
-        if (t - sol.t[1]) * (sol.t[end] - t) >= 0
-            out[:, j, b] .= sol(Float64(t))
+    for (b, sol) in enumerate(result.solutions)
+        sol === nothing && error("dense output was not kept (keep_dense = false)")
+        for (j, t) in enumerate(tq)
+            reached(t, sol.t[1], sol.t[end]) && (out[:, j, b] .= sol(Float64(t)))
         end
     end
     return out

@@ -25,10 +25,12 @@ from torch import nn
 
 from .._params import parameter_leaves
 from .._retcode import ReturnCode
-from ..sensealg import AbstractSensitivityAlgorithm, GaussAdjoint
+from ..algorithms import AutoSwitch
+from ..sensealg import (AbstractSensitivityAlgorithm, BacksolveAdjoint, DirectAdjoint, ForwardSensitivity, GaussAdjoint,
+                        InterpolatingAdjoint)
 from . import _runtime
 from ._functions import JuliaFunction, ode_function, sequential_of
-from ._tables import julia_algorithm, julia_controller, julia_sensealg, retcode_from_julia
+from ._tables import UnsupportedOnJulia, julia_algorithm, julia_controller, julia_sensealg, retcode_from_julia
 
 __all__ = ["solve_julia"]
 
@@ -71,11 +73,18 @@ def solve_julia(prob, alg, *, saveat, reltol, abstol, dt, adaptive, maxiters, dt
         sense_src, seminorm = julia_sensealg(sensealg, python_rhs=python_rhs)
     ctrl = julia_controller(controller, alg)
 
+    wants_gradient = _wants_gradient(prob)
+    if wants_gradient:
+        _check_tolerances_for_adjoint(sensealg, reltol, abstol)
+
     bridge = _runtime.bridge()
     route = _route(prob, network)
     alg_jl = _evaluate(bridge, alg_src)
     sense_jl = _evaluate(bridge, sense_src)
 
+    # Solver keywords only: `saveat` travels on its own and `dense` never reaches Julia (see
+    # PyodeBridge.solve_batch: SciMLSensitivity reads saved values from the forward solution's
+    # interpolant, which dense=false makes linear; dense=true with saveat misaligns the stages).
     kw: Dict[str, Any] = dict(reltol=_tol(reltol), abstol=_tol(abstol), maxiters=int(maxiters))
     if dt is not None:
         kw["dt"] = float(dt)
@@ -86,11 +95,6 @@ def solve_julia(prob, alg, *, saveat, reltol, abstol, dt, adaptive, maxiters, dt
             kw[name] = float(v)
     if tstops is not None:
         kw["tstops"] = tstops.numpy()
-    if saveat is not None:
-        kw["saveat"] = saveat.numpy()
-    elif not single:
-        kw["saveat"] = np.array([t0, t1])     # a batch saves t0 and t1, as the native engine
-    kw["dense"] = bool(dense)
     if progress:
         kw["progress"] = True
     if ctrl is not None:
@@ -99,14 +103,67 @@ def solve_julia(prob, alg, *, saveat, reltol, abstol, dt, adaptive, maxiters, dt
         kw["internalnorm"] = bridge.Seminorm(n)
     opts = bridge.options(**kw)
 
+    if saveat is not None:
+        times = saveat.numpy()
+    elif not single:
+        times = np.array([t0, t1])     # a batch saves t0 and t1, as the native engine
+    else:
+        times = None                   # every step
+
     theta = route.theta
     needs_grad = torch.is_grad_enabled() and (u0.requires_grad or theta.requires_grad)
-    run = _Run(bridge, route.function, u0_flat, theta, (t0, t1), alg_jl, opts, sense_jl, batch, n, bool(dense))
+    run = _Run(bridge, route.function, u0_flat, theta, (t0, t1), alg_jl, opts, sense_jl, batch, n,
+               saveat=times, keep_dense=bool(dense) and not needs_grad,
+               count_switches=needs_grad and _saves_only_at_saveat(alg, sensealg) and times is not None)
     if needs_grad:
+        run.inputs = (u0_flat, theta)
         u = _JuliaSolve.apply(run, u0_flat, theta)
     else:
         u = run.forward(differentiate=False)
-    return run.record(u.to(u0.dtype), saveat, single)
+    return run.record(u.to(u0.dtype), saveat, single, dense=bool(dense))
+
+
+def _wants_gradient(prob) -> bool:
+    """Whether the solve will be differentiated, known before Julia starts (``u0``, ``p`` or the
+    networks of a Julia right-hand side require grad)."""
+    if not torch.is_grad_enabled():
+        return False
+    if prob.u0.requires_grad or parameter_leaves(prob.p)[1]:
+        return True
+    return isinstance(prob.f, JuliaFunction) and any(q.requires_grad for q in prob.f.parameters())
+
+
+def _check_tolerances_for_adjoint(sensealg, reltol, abstol) -> None:
+    """Per-component tolerances cannot go with InterpolatingAdjoint or BacksolveAdjoint in Julia.
+
+    SciMLSensitivity hands the solve's ``abstol``/``reltol`` on to the adjoint solve, whose state
+    is ``[λ; ∫λᵀ∂f/∂p]`` (n + P entries, InterpolatingAdjoint) or ``[λ; ∫...; u]`` (2n + P,
+    BacksolveAdjoint), and DiffEqBase's residuals broadcast an n-vector over it unchecked.
+    GaussAdjoint and QuadratureAdjoint integrate λ alone (n entries) and are not affected.
+    """
+    if not isinstance(sensealg, (InterpolatingAdjoint, BacksolveAdjoint)):
+        return
+    for name, v in (("reltol", reltol), ("abstol", abstol)):
+        if isinstance(v, torch.Tensor) and v.numel() > 1:
+            raise UnsupportedOnJulia(
+                f"{name} with one entry per component ({v.numel()} entries) cannot be used with "
+                f"sensealg={sensealg!r} on the julia engine: SciMLSensitivity passes it on to the adjoint solve, "
+                "whose state has n + P (InterpolatingAdjoint) or 2n + P (BacksolveAdjoint) entries. Pass a single "
+                f"number for {name}, use GaussAdjoint() or QuadratureAdjoint() (adjoint state of n entries), "
+                "or use backend='native'")
+
+
+def _saves_only_at_saveat(alg, sensealg) -> bool:
+    """Whether a differentiated solve keeps only the ``saveat`` points of a composite (AutoSwitch)
+    algorithm, so that its ``alg_choice`` misses the switches between saves: BacksolveAdjoint and
+    the checkpointed adjoints solve the forward problem with ``saveat``, DirectAdjoint
+    (ReverseDiffAdjoint) and ForwardSensitivity (ForwardDiffSensitivity) are plain solves with it.
+    The other adjoints solve it without ``saveat`` and keep every step."""
+    if not isinstance(alg, AutoSwitch):
+        return False
+    if isinstance(sensealg, (BacksolveAdjoint, DirectAdjoint, ForwardSensitivity)):
+        return True
+    return isinstance(sensealg, (InterpolatingAdjoint, GaussAdjoint)) and sensealg.checkpointing
 
 
 def _differentiable(prob) -> bool:
@@ -173,7 +230,8 @@ def _python_route(prob, bridge) -> _Route:
         gu = grads[0] if grads[0] is not None else torch.zeros_like(uu)
         gp = [torch.zeros(leaf.numel(), dtype=torch.float64) if g is None else g.reshape(-1).to(torch.float64)
               for g, leaf in zip(grads[1:], leaves)]
-        return _numpy(gu), (torch.cat(gp).numpy() if gp else np.zeros(0))
+        # Without parameters a differentiated solve sends one placeholder entry (see _Run).
+        return _numpy(gu), (torch.cat(gp).numpy() if gp else np.zeros(1))
 
     def jac(u, t):
         uu = as_tensor(u)
@@ -201,21 +259,48 @@ def _tol(v):
 
 
 class _Run:
-    """One julia-engine solve of a batch: the Julia result and the pullbacks it keeps."""
+    """One julia-engine solve of a batch: what is sent to ``PyodeBridge.solve_batch`` and the
+    result (with its pullbacks) that comes back.
 
-    def __init__(self, bridge, function, u0, theta, tspan, alg, opts, sensealg, batch, n, dense):
+    A differentiated solve without parameters sends one placeholder entry of θ (ignored by every
+    right-hand side: user source and networks read their own slices of θ): SciMLSensitivity's
+    ForwardDiffSensitivity splits θ into chunks of ``length(θ)`` entries and divides by it when θ
+    is empty. Its gradient is dropped on the way back.
+    """
+
+    def __init__(self, bridge, function, u0, theta, tspan, alg, opts, sensealg, batch, n, *, saveat,
+                 keep_dense: bool, count_switches: bool):
         self.bridge, self.function = bridge, function
         # (B, n) C-ordered is n × B column-major: Julia reads it through the transpose without a copy.
         self.u0 = np.ascontiguousarray(u0.detach().to(torch.float64).cpu().numpy())
+        self.n_theta = theta.numel()
         self.theta = np.ascontiguousarray(theta.detach().to(torch.float64).cpu().numpy())
         self.tspan, self.alg, self.opts, self.sensealg = tspan, alg, opts, sensealg
-        self.batch, self.n, self.dense, self.dtype = batch, n, dense, u0.dtype
+        self.batch, self.n, self.dtype = batch, n, u0.dtype
+        self.saveat = None if saveat is None else np.ascontiguousarray(saveat, dtype=np.float64)
+        self.keep_dense, self.count_switches = keep_dense, count_switches
+        self.differentiated = False
+        self.inputs = None          # (u0, θ) tensors of a differentiated solve, for sol(t)
         self.result = None
+
+    def at_times(self, times: np.ndarray) -> "_Run":
+        """The same solve, saving at ``times`` (strictly monotone in the direction of time)."""
+        child = _Run(self.bridge, self.function, torch.from_numpy(self.u0),
+                     torch.from_numpy(self.theta[:self.n_theta]), self.tspan, self.alg, self.opts, self.sensealg,
+                     self.batch, self.n, saveat=times, keep_dense=False, count_switches=False)
+        child.dtype = self.dtype
+        return child
 
     def forward(self, differentiate: bool) -> torch.Tensor:
         t0, t1 = self.tspan
-        self.result = self.bridge.solve_batch(self.function, self.u0.T, self.theta, float(t0), float(t1), self.alg,
-                                              self.opts, self.sensealg, differentiate)
+        theta = self.theta
+        if differentiate and self.n_theta == 0:
+            theta = np.zeros(1)
+        self.differentiated = differentiate
+        self.result = self.bridge.solve_batch(self.function, self.u0.T, theta, float(t0), float(t1), self.alg,
+                                              self.opts, self.sensealg, differentiate, self.saveat,
+                                              self.keep_dense and not differentiate,
+                                              self.count_switches and differentiate)
         u = np.asarray(self.result.u)                       # n × T × B, Julia memory (no copy)
         return torch.from_numpy(np.ascontiguousarray(u.transpose(1, 2, 0)))     # (T, B, n)
 
@@ -229,16 +314,18 @@ class _Run:
         g = np.ascontiguousarray(torch.nan_to_num(grad_u.detach().to(torch.float64)).permute(1, 0, 2).cpu().numpy())
         du0, dtheta = self.bridge.backward(self.result, g.transpose())     # (B, T, n) C = n × T × B
         du0 = torch.from_numpy(np.ascontiguousarray(np.asarray(du0).T)).to(self.dtype)
-        dth = (torch.zeros(self.theta.shape[0], dtype=torch.float64) if dtheta is None
-               else torch.from_numpy(np.array(np.asarray(dtheta), dtype=np.float64)))
+        dth = (torch.zeros(self.n_theta, dtype=torch.float64) if dtheta is None
+               else torch.from_numpy(np.array(np.asarray(dtheta), dtype=np.float64)[:self.n_theta]))
         return du0, dth
 
     def codes(self) -> List[ReturnCode]:
         return [retcode_from_julia(str(c)) for c in self.result.retcode]
 
-    def record(self, u: torch.Tensor, saveat, single: bool) -> SimpleNamespace:
+    def record(self, u: torch.Tensor, saveat, single: bool, dense: bool) -> SimpleNamespace:
         res = self.result
         ts = torch.from_numpy(np.array(np.asarray(res.t), dtype=np.float64))     # Tmax × B
+        if self.saveat is not None:
+            _check_rows(ts, self.saveat)
         if saveat is not None:
             t = saveat.clone()
         elif single:
@@ -253,18 +340,53 @@ class _Run:
             nreject=torch.from_numpy(stats[5].copy()), nswitch=torch.from_numpy(stats[6].copy()),
             t_final=torch.from_numpy(np.array(np.asarray(res.t_final), dtype=np.float64)),
             dt_final=torch.from_numpy(np.array(np.asarray(res.dt_final), dtype=np.float64)),
-            dense=_JuliaDense(self) if self.dense else None)
+            dense=_JuliaDense(self) if dense else None)
+
+
+def _check_rows(ts: torch.Tensor, wanted: np.ndarray) -> None:
+    """The rows Julia returned are the requested times, in order (NaN where a member stopped
+    before one): anything else would label states with the wrong times."""
+    want = torch.from_numpy(np.asarray(wanted, dtype=np.float64))
+    if ts.shape[0] != want.shape[0]:
+        raise RuntimeError(f"the Julia side returned {ts.shape[0]} saved rows for {want.shape[0]} requested times; "
+                           "this is a bug in pyode's julia engine (PyodeBridge.solve_batch), please report it")
+    got = ts.T                                                              # B × T
+    bad = ~torch.isnan(got) & (got != want)
+    if bool(bad.any()):
+        b, j = (int(i) for i in torch.nonzero(bad)[0])
+        raise RuntimeError(f"the Julia side returned member {b}'s row {j} at t={float(got[b, j])!r}, not at the requested "
+                           f"t={float(want[j])!r}; this is a bug in pyode's julia engine (PyodeBridge.solve_batch), "
+                           "please report it")
 
 
 class _JuliaDense:
-    """``sol(t)`` on the julia engine: the Julia solutions' own interpolants (no gradient)."""
+    """``sol(t)`` on the julia engine.
+
+    An undifferentiated solve keeps Julia's solutions with every step: their own interpolants.
+    After a differentiated solve (whose solutions SciMLSensitivity makes refuse interpolation) the
+    problem is solved again saving at the requested times, differentiated with the same sensealg
+    when gradients are enabled: ``sol(t)`` is then differentiable like ``sol.u``.
+    """
 
     def __init__(self, run: _Run):
         self.run = run
 
     def __call__(self, tq: torch.Tensor) -> torch.Tensor:
-        out = np.asarray(self.run.bridge.interpolate(self.run.result, tq.cpu().numpy()))    # n × Q × B
-        return torch.from_numpy(np.ascontiguousarray(out.transpose(1, 2, 0)))
+        run = self.run
+        if not run.differentiated:
+            out = np.asarray(run.bridge.interpolate(run.result, tq.cpu().numpy()))    # n × Q × B
+            return torch.from_numpy(np.ascontiguousarray(out.transpose(1, 2, 0))).to(run.dtype)
+        t0, t1 = run.tspan
+        uniq, inverse = torch.unique(tq.detach().to(torch.float64).cpu(), return_inverse=True)   # ascending
+        if t1 < t0:
+            uniq, inverse = uniq.flip(0), uniq.numel() - 1 - inverse
+        child = run.at_times(uniq.numpy())
+        u0, theta = run.inputs
+        if torch.is_grad_enabled() and (u0.requires_grad or theta.requires_grad):
+            u = _JuliaSolve.apply(child, u0, theta)
+        else:
+            u = child.forward(differentiate=False)
+        return u[inverse].to(run.dtype)
 
 
 class _JuliaSolve(torch.autograd.Function):
@@ -280,4 +402,3 @@ class _JuliaSolve(torch.autograd.Function):
     def backward(ctx, grad_u: torch.Tensor):
         du0, dtheta = ctx.run.backward(grad_u)
         return None, du0, dtheta
-
