@@ -7,6 +7,12 @@ solves under ``Zygote.pullback`` (with the mapped SciMLSensitivity algorithm) an
 calls those pullbacks; the parameter gradient arrives as one flat vector and flows back to the
 user's tensors through the ``torch.cat`` that built it.
 
+What is sent (see ``julia/PyodeBridge.jl``, ``solve_batch``): solver keywords without ``dense``
+(SciMLSensitivity reads saved values from the forward solution's interpolant, which ``dense=false``
+makes linear) and without ``saveat``, which travels on its own: an undifferentiated solve keeps
+every step and interpolates at it, a differentiated one passes it to SciMLSensitivity and matches
+the rows back by time. ``sol(t)`` after a differentiated solve solves again at ``t``.
+
 Routes of ``f`` (fastest first):
 1. :class:`~pyode.julia.JuliaFunction` (Julia source, optionally calling translated networks);
 2. a :class:`pyode.nn.NeuralODE` over an ``nn.Sequential``: the network is translated to Julia;
