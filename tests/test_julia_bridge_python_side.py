@@ -345,3 +345,18 @@ def test_python_side_available_needs_an_installed_environment(monkeypatch, tmp_p
     assert pyode.julia.available() is False
     assert "without downloading or installing anything" in pyode.julia.available.__doc__
     assert "Pkg.add" in pyode.julia.available.__doc__
+
+
+def test_bridge_source_never_passes_dense_and_keeps_saveat_out_of_plain_solves():
+    """Julia source text, read (not run): no `dense` keyword anywhere in the bridge's solves, and
+    `saveat` reaches `solve` only in the differentiated member (plain solves keep every step)."""
+    import re
+
+    src = BRIDGE.read_text()
+    code = "\n".join(line.split("#")[0] for line in src.splitlines() if not line.lstrip().startswith("#"))
+    body = code.split('"""')[::2]                       # outside docstrings
+    calls = re.findall(r"\bsolve\((.*)\)", "\n".join(body))
+    assert calls and not any("dense" in c for c in calls), calls
+    assert [c for c in calls if "saving..." in c] == [
+        "remake(prob; u0 = u0_, p = p_), alg; sensealg = sensealg, saving..., opts..."]
+    assert "saving = wanted === nothing ? NamedTuple() : (; saveat = wanted)" in src
