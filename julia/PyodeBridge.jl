@@ -44,7 +44,8 @@ evaluate(source::AbstractString) = include_string(@__MODULE__, source, "pyode")
     options(; kwargs...)
 
 Solver keywords from Python as a `NamedTuple` (never `saveat` or `dense`: see
-[`solve_batch`](@ref)); arrays (`tstops`, vector tolerances) into `Vector{Float64}` so that no solver keeps a view of Python memory.
+[`solve_batch`](@ref)); arrays (`tstops`, vector tolerances) are copied into `Vector{Float64}` so
+that no solver keeps a view of Python memory.
 """
 options(; kwargs...) = NamedTuple(k => (v isa AbstractArray ? collect(Float64, v) : v) for (k, v) in kwargs)
 
