@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ...algorithms import AbstractStiffAlgorithm, AutoSwitch
-from ._inputs import Spec, flat_to_shape, mixed_norm, normalize
+from ._inputs import _CALLBACKS, Spec, flat_to_shape, mixed_norm, normalize
 from ._methods import resolve_method
 from ._odeint import integrate, integrate_until_event, odeint
 
@@ -75,10 +75,13 @@ def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
                       "odeint(func, y0, t, method=..., sensealg=pyode.GaussAdjoint()) (func an nn.Module), "
                       "which integrates only the adjoint backwards, on the forward solution")
     adjoint_options["norm"] = _adjoint_norm(adjoint_options.get("norm"), spec)
-    backward = _Backward(spec, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options, kept, spec.t.requires_grad)
+    backward = _Backward(spec, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options, kept, spec.t.requires_grad,
+                         func)
     out = _OdeintAdjoint.apply(backward, spec.t, spec.y0, *kept)
     if event_fn is None:
-        return spec.unflatten(out, (len(t),))
+        # A tensor state comes out of the autograd function in its shape (its grad_fn is the
+        # function's node, with torchdiffeq's adjoint_options on it); a tuple state is split here.
+        return out if spec.shapes is None else spec.unflatten(out, (len(t),))
     event_t, solution = out
     event_t = event_t.to(t)
     if spec.reversed:
@@ -116,8 +119,9 @@ def _adjoint_norm(norm, spec: Spec) -> Callable:
 class _Backward:
     """What the backward pass needs: the normalised forward call and the adjoint solve's settings."""
 
-    def __init__(self, spec: Spec, rtol, atol, method, options: dict, params, t_requires_grad: bool):
+    def __init__(self, spec: Spec, rtol, atol, method, options: dict, params, t_requires_grad: bool, user_func=None):
         self.spec, self.rtol, self.atol, self.method, self.options = spec, rtol, atol, method, options
+        self.user_func = user_func
         self.params, self.t_requires_grad = params, t_requires_grad
 
     def forward(self):
@@ -130,21 +134,28 @@ class _Backward:
         func, params, t_grad = self.spec.func, self.params, self.t_requires_grad
 
         def dynamics(t, z):
+            # y and a in torchdiffeq's layout: a tensor state's shape, a tuple state flat.
             y, a = z[1], z[2]
             with torch.enable_grad():
                 t_ = t.detach().requires_grad_(t_grad)
-                y_ = y.detach().requires_grad_(True)
+                y_ = y.detach().reshape(-1).requires_grad_(True)
                 f = func(t_, y_)
                 wrt = ((t_,) if t_grad else ()) + (y_,) + params
-                grads = torch.autograd.grad(f, wrt, -a, allow_unused=True)
+                grads = torch.autograd.grad(f, wrt, -a.reshape(-1), allow_unused=True)
             if t_grad:
                 g_t, grads = grads[0], grads[1:]
             else:
                 g_t = None
             g_t = torch.zeros_like(z[0]) if g_t is None else g_t.reshape(z[0].shape).to(z[0].dtype)
             vjps = [torch.zeros_like(x) if g is None else g for x, g in zip((y_,) + params, grads)]
-            return (g_t, f.detach(), *vjps)
+            return (g_t, f.detach().reshape(y.shape), vjps[0].reshape(y.shape), *vjps[1:])
 
+        # torchdiffeq's backward solve calls func's callback_step_adjoint (and the accept/reject
+        # ones) as its callback_step, ...: with (t, (∂L/∂t, y, a, *∂L/∂θ), dt).
+        for name in _CALLBACKS:
+            callback = getattr(self.user_func, name + "_adjoint", None)
+            if callable(callback):
+                setattr(dynamics, name, callback)
         return dynamics
 
     def solve_back(self, z, t_hi: torch.Tensor, t_lo: torch.Tensor):
@@ -170,10 +181,12 @@ class _OdeintAdjoint(torch.autograd.Function):
     def forward(ctx, backward: _Backward, t, y0, *params):
         ans = backward.forward()
         ctx.backward_ = backward
+        # torchdiffeq's node carries the backward solve's options; its norm may be replaced there.
+        ctx.adjoint_options = backward.options
         if backward.spec.event_fn is None:
             ctx.save_for_backward(t, ans, *params)
-        else:
-            ctx.save_for_backward(t, ans[1], ans[0], *params)
+            return ans.reshape((len(t), *backward.spec.shape))
+        ctx.save_for_backward(t, ans[1], ans[0], *params)
         return ans
 
     @staticmethod
@@ -188,7 +201,10 @@ class _OdeintAdjoint(torch.autograd.Function):
             else:
                 t, y, *params = ctx.saved_tensors
                 grad_y = grads[0]
-            z = [torch.zeros((), dtype=y.dtype, device=y.device), y[-1], grad_y[-1]]
+            # The augmented state holds y and a in torchdiffeq's layout (a tensor state's shape).
+            shape = bw.spec.shape
+            grad_y = grad_y.reshape(len(grad_y), -1)
+            z = [torch.zeros((), dtype=y.dtype, device=y.device), y[-1].reshape(shape), grad_y[-1].reshape(shape)]
             z += [torch.zeros_like(p) for p in params]
             time_vjps = torch.empty(len(t), dtype=t.dtype, device=t.device) if bw.t_requires_grad else None
             for i in range(len(t) - 1, 0, -1):
@@ -199,10 +215,10 @@ class _OdeintAdjoint(torch.autograd.Function):
                     time_vjps[i] = dl_dt
                 out = bw.solve_back(z, t[i], t[i - 1])
                 z = [x[1] for x in out]
-                z[1] = y[i - 1]                  # the forward value, not the backward re-solve's
-                z[2] = z[2] + grad_y[i - 1]
+                z[1] = y[i - 1].reshape(shape)   # the forward value, not the backward re-solve's
+                z[2] = z[2] + grad_y[i - 1].reshape(shape)
             if bw.t_requires_grad:
                 time_vjps[0] = z[0]
                 if event_mode:
                     time_vjps = torch.cat([time_vjps[:1], torch.zeros_like(t_full[1:])])
-        return (None, time_vjps, z[2], *z[3:])
+        return (None, time_vjps, z[2].reshape(-1), *z[3:])

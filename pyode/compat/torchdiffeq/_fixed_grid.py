@@ -307,18 +307,20 @@ class _AdamsStepper:
             return _rk4_increment(rhs, t0, dt, t1, y0, self.history[0]), f0
 
         device = y0.device
-        dy = _weighted_sum(dt * _coefficient_tensor("bashforth", order, device), self.history)
+        # The float64 coefficients meet the derivatives in 0-d arithmetic for a 0-d state, which
+        # promotes to float64: cast back to the state's dtype where torchdiffeq does.
+        dy = _weighted_sum(dt * _coefficient_tensor("bashforth", order, device), self.history).to(y0.dtype)
         if not self.implicit:
             return dy, f0
 
         # Functional iteration on the Moulton corrector of one order higher than the predictor.
         moulton = _coefficient_tensor("moulton", order + 1, device)
-        delta = dt * _weighted_sum(moulton[1:], self.history)
+        delta = dt * _weighted_sum(moulton[1:], self.history).to(y0.dtype)
         converged = False
         for _ in range(self.max_iters):
             dy_old = dy
             f = rhs.at_end(t1, y0 + dy)
-            dy = dt * moulton[0] * f + delta
+            dy = (dt * moulton[0] * f).to(y0.dtype) + delta
             converged = self._converged(dy_old, dy)
             if converged:
                 break
@@ -431,7 +433,9 @@ def solve_fixed_grid(method: str, func: Callable, y0: torch.Tensor, t: torch.Ten
             outputs.append(_interpolant(opts.interp, rhs, t0, y_start, f0, t1, y_end)(t[j]))
             j += 1
         y_start = y_end
-    return torch.stack(outputs)
+    # A 0-d float32 state can turn float64 on the way (see _odeint.integrate); torchdiffeq writes
+    # each output into a tensor of y0's dtype.
+    return torch.stack([y.to(y0.dtype) for y in outputs])
 
 
 def _bisect_event(interp: Callable, sign0, t0, t1, event_fn, tol: float):
@@ -479,6 +483,6 @@ def solve_fixed_grid_until_event(method: str, func: Callable, y0: torch.Tensor, 
         if torch.sign(event_fn(t1, y_end)) != sign0:
             interp = _interpolant(opts.interp, rhs, t0, y_start, f0, t1, y_end)
             event_t, y_event = _bisect_event(interp, sign0, t0, t1, event_fn, tol)
-            return event_t, torch.stack([y0, y_event])
+            return event_t, torch.stack([y0, y_event.to(y0.dtype)])
         t0, y_start = t1, y_end
     raise RuntimeError(f"Reached maximum number of iterations {_MAX_EVENT_STEPS}.")

@@ -65,6 +65,7 @@ class Spec:
     shapes: Optional[List[torch.Size]]      # the tuple's shapes, None for a tensor state
     shape: torch.Size                       # the tensor state's shape (tuple: (N,))
     user_norm: bool                         # options had a 'norm'
+    callbacks: Optional[dict] = None        # name -> callback(t0, y0_flat, dt), those the method calls
 
     def unflatten(self, flat: torch.Tensor, lead: Tuple[int, ...]):
         """``(*lead, N)`` back to the user's layout: a tensor ``(*lead, *shape)`` or a tuple."""
@@ -186,12 +187,21 @@ def _tolerance(name: str, tol, y0: torch.Tensor):
 
 
 def _flat_func(func: Callable, spec: Spec) -> Callable:
-    """``func`` on the flat state and in the increasing time frame, with torchdiffeq's time dtype."""
+    """``func`` on the flat state and in the increasing time frame, with torchdiffeq's time dtype.
+
+    The solvers' times are float64; ``func`` sees them in the state's dtype, as torchdiffeq's. A time
+    just beside a jump time (``jump_t``/``step_t``: the left or right limit there) that would round
+    onto the jump in a float32 state is sent to the float32 neighbour on its own side instead, as
+    torchdiffeq's perturbation (``nextafter`` in the state's dtype) does: otherwise the left limit
+    at a jump would see ``f`` after the jump.
+    """
     sign = -1.0 if spec.reversed else 1.0
-    real = spec.y0.dtype
+    cast_time = _time_cast(spec)
 
     def flat(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        tt = t.to(real)
+        # y's dtype is the state's, except on torchdiffeq's fixed grid with a 0-d state (there
+        # float32 turns float64, and func sees both in float64, as in torchdiffeq).
+        tt = cast_time(t, y.dtype)
         out = func(-tt if spec.reversed else tt, spec.unflatten(y, ()))
         if spec.shapes is None:
             if not isinstance(out, torch.Tensor):
@@ -207,19 +217,43 @@ def _flat_func(func: Callable, spec: Spec) -> Callable:
                              "shape of y")
         return dy if sign > 0 else -dy
 
-    user_callback = getattr(func, "callback_step", None)
-    if callable(user_callback) and method_calls_callback_step(spec.method):
-        def callback_step(t0, y0, dt):
-            return user_callback(-t0 if spec.reversed else t0, spec.unflatten(y0, ()), dt)
+    # The solver callbacks torchdiffeq calls, as functions of (t0, y0_flat, dt) in the increasing
+    # frame that call the user's in the user's frame and layout. The fixed-grid solver reads
+    # callback_step off the flat func, as torchdiffeq's reads it off its wrapped func.
+    spec.callbacks = {}
+    for name in _CALLBACKS:
+        user_callback = getattr(func, name, None)
+        if callable(user_callback) and name in spec.method.callbacks:
+            def callback(t0, y0, dt, _user=user_callback):
+                return _user(-t0 if spec.reversed else t0, spec.unflatten(y0, ()), dt)
 
-        flat.callback_step = callback_step
+            spec.callbacks[name] = callback
+    if "callback_step" in spec.callbacks and spec.method.family == "fixed_grid":
+        flat.callback_step = spec.callbacks["callback_step"]
     return flat
 
 
-def method_calls_callback_step(method: Method) -> bool:
-    """torchdiffeq's fixed-grid solvers call ``func.callback_step`` before every step; pyode's step
-    loop (the adaptive family) calls no user code but ``func``."""
-    return method.family == "fixed_grid"
+def _time_cast(spec: Spec) -> Callable[[torch.Tensor, torch.dtype], torch.Tensor]:
+    """Solver times to the state's dtype, keeping a time beside a jump time on its side."""
+    jumps = [torch.as_tensor(spec.options[name]).reshape(-1) for name in ("jump_t", "step_t")
+             if spec.options.get(name) is not None]
+    if not jumps:
+        return lambda t, dtype: t.to(dtype)
+    jumps = torch.cat(jumps).to(spec.y0.device)
+
+    def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        tt = t.to(dtype)
+        if t.dtype == dtype:
+            return tt
+        with torch.no_grad():
+            back = tt.to(t.dtype)
+            if not bool((back != t).any()) or not bool((jumps.to(dtype) == tt).any()):
+                return tt
+            side = torch.nextafter(tt, torch.where(t > back, tt + 1, tt - 1))
+            nudge = torch.where(back != t, side, tt) - tt
+        return tt + nudge
+
+    return cast
 
 
 def _flat_norm(norm: Optional[Callable], spec: Spec) -> Callable:
@@ -250,9 +284,11 @@ def _combine_event_functions(event_fn: Callable, t0: torch.Tensor, y0) -> Callab
 
 
 def _warn_callbacks(func, method: Method) -> None:
-    names = _CALLBACKS + tuple(n + "_adjoint" for n in _CALLBACKS)
-    found = [name for name in names if callable(getattr(func, name, None))
-             and not (name == "callback_step" and method_calls_callback_step(method))]
+    """torchdiffeq's warning for the callbacks on ``func`` that the method does not call: the
+    fixed-grid methods call ``callback_step`` only, ``scipy_solver`` none. (``*_adjoint``
+    callbacks belong to ``odeint_adjoint``'s backward solve and are not checked here.)"""
+    found = {name for name in _CALLBACKS if callable(getattr(func, name, None)) and name not in method.callbacks}
     if found:
-        warnings.warn(f"pyode.compat.torchdiffeq does not call these solver callbacks with method "
-                      f"{method.name!r}: {found} on func are ignored (the fixed-grid methods call callback_step)")
+        warnings.warn(f"Solver '{method.name}' does not support callbacks {found}: pyode.compat.torchdiffeq does "
+                      "not call them with this method (the adaptive methods call callback_step, "
+                      "callback_accept_step and callback_reject_step; the fixed-grid methods callback_step)")

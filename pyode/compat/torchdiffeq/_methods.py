@@ -49,6 +49,14 @@ class Method:
     alg: Optional[_alg.AbstractAlgorithm] = None
     torchdiffeq_defaults: bool = False  # torchdiffeq's I-controller unless the options say otherwise
 
+    @property
+    def callbacks(self) -> tuple:
+        """The solver callbacks on ``func`` this family calls, as torchdiffeq's solvers do: the
+        adaptive ones before every trial step and after accepting or rejecting it, the fixed-grid
+        ones before every grid step, ``scipy_solver`` none."""
+        return {"adaptive": ("callback_step", "callback_accept_step", "callback_reject_step"),
+                "fixed_grid": ("callback_step",)}.get(self.family, ())
+
 
 def resolve_method(method) -> Method:
     """``None`` (dopri5), a method name, or a pyode algorithm object."""

@@ -1,6 +1,7 @@
 """``odeint``, ``odeint_event`` and ``odeint_dense`` with torchdiffeq 0.2.5's signatures and results."""
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -59,13 +60,36 @@ def integrate(spec: Spec, sensealg=None, func=None) -> torch.Tensor:
     family = spec.method.family
     if sensealg is not None:
         _check_sensealg(sensealg, spec, func)
+        if spec.callbacks:
+            warnings.warn(f"odeint with sensealg={sensealg!r} solves through pyode.solve, which calls no solver "
+                          f"callbacks: {sorted(spec.callbacks)} on func are not called; drop sensealg to have "
+                          "them called around every step")
     if family == "adaptive":
         p = func if isinstance(func, nn.Module) and sensealg is not None else None
         return solve_adaptive(spec, sensealg, p)
     if family == "fixed_grid":
-        return solve_fixed_grid(spec.method.name, spec.func, spec.y0, spec.t, rtol=spec.rtol, atol=spec.atol,
-                                options=spec.options)
+        func, y0 = _fixed_grid_state(spec)
+        out = solve_fixed_grid(spec.method.name, func, y0, spec.t, rtol=spec.rtol, atol=spec.atol,
+                               options=spec.options)
+        return out.reshape(len(spec.t), -1)
     return solve_scipy(spec)
+
+
+def _fixed_grid_state(spec: Spec):
+    """``(func, y0)`` for torchdiffeq's fixed-grid solvers: the flat ones, except for a 0-d state,
+    which stays 0-d as in torchdiffeq. Its arithmetic then follows torchdiffeq's to the bit: a
+    float32 0-d state meeting a float64 0-d step size promotes to float64 (a state of any other
+    shape stays float32), so torchdiffeq integrates such a state in float64, and so does this."""
+    if spec.shapes is not None or spec.shape != torch.Size([]):
+        return spec.func, spec.y0
+    flat = spec.func
+
+    def scalar(t, y):
+        return flat(t, y.reshape(1)).reshape(())
+
+    if "callback_step" in spec.callbacks:
+        scalar.callback_step = spec.callbacks["callback_step"]
+    return scalar, spec.y0.reshape(())
 
 
 def integrate_until_event(spec: Spec) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -73,8 +97,11 @@ def integrate_until_event(spec: Spec) -> Tuple[torch.Tensor, torch.Tensor]:
     if family == "adaptive":
         return solve_adaptive_until_event(spec)
     if family == "fixed_grid":
-        return solve_fixed_grid_until_event(spec.method.name, spec.func, spec.y0, spec.t[0], spec.event_fn,
-                                            rtol=spec.rtol, atol=spec.atol, options=spec.options)
+        func, y0 = _fixed_grid_state(spec)
+        event_fn = spec.event_fn if y0.ndim else (lambda t, y: spec.event_fn(t, y.reshape(1)))
+        event_t, solution = solve_fixed_grid_until_event(spec.method.name, func, y0, spec.t[0], event_fn,
+                                                         rtol=spec.rtol, atol=spec.atol, options=spec.options)
+        return event_t, solution.reshape(2, -1)
     raise ValueError("event_fn is not supported by method='scipy_solver'; use an adaptive method such as "
                      "'dopri5' or 'rodas5p'")
 
