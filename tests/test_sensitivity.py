@@ -136,6 +136,69 @@ def test_backsolve_on_robertson_fails_with_advice():
         torch.autograd.grad((sol.u[:, 1] * 1e4 + sol.u[:, 2]).square().sum(), logk)
 
 
+def _counting_robertson(tspan, with_jac: bool):
+    base = problems.robertson(tspan=tspan)
+    calls = [0]
+
+    def f(u, p, t):
+        calls[0] += 1
+        return base.f(u, p, t)
+
+    logk = base.p.log().clone().requires_grad_()
+    return ODEProblem(f, base.u0, base.tspan, logk.exp(), jac=base.jac if with_jac else None), logk, calls
+
+
+@pytest.mark.parametrize("with_jac", [True, False], ids=["jac", "AD"])
+def test_backsolve_on_a_stiff_problem_fails_before_solving_backwards(with_jac):
+    # Robertson's log-rate gradient at 10 log-spaced times to 1e4: the backward re-solve of u cannot
+    # follow the solution (J's eigenvalues reach -9e3), so BacksolveAdjoint must refuse at once,
+    # saying why and what to use. measured: 0 (jac) and 11 (AD: one Jacobian per saved state and u0)
+    # evaluations of f; before this check, 58017 evaluations (13 s) into a ConvergenceFailure.
+    prob, logk, calls = _counting_robertson((0.0, 1e4), with_jac)
+    sol = solve(prob, pyode.Rodas5P(), reltol=1e-6, abstol=1e-10, saveat=torch.logspace(-4, 4, 10, dtype=F64),
+                sensealg=pyode.BacksolveAdjoint())
+    forward = calls[0]
+    with pytest.raises(RuntimeError, match=r"BacksolveAdjoint\(\) cannot differentiate this solve: between "
+                                           r"t=1291.55 and t=10000 .* re-solve of a stiff problem is unstable\. "
+                                           r"Use InterpolatingAdjoint\(checkpointing=True\), GaussAdjoint"):
+        torch.autograd.grad((sol.u[:, 1] * 1e4 + sol.u[:, 2]).square().sum(), logk)
+    assert calls[0] - forward <= 11
+
+
+def test_backsolve_that_diverges_stops_within_its_step_budget(monkeypatch):
+    # Where the stability check does not run (it is skipped for large states; here switched off),
+    # a diverging backward u is stopped by the step budget: at most 4x the forward's steps + 100
+    # on an interval. measured: 2337 evaluations of f (2 s) to the MaxIters error; 25458 (13 s) to
+    # a ConvergenceFailure without the budget.
+    from pyode.native import _adjoint
+    monkeypatch.setattr(_adjoint, "_SPECTRAL_CHECK_ENTRIES", 0)
+    prob, logk, calls = _counting_robertson((0.0, 100.0), True)
+    sol = solve(prob, pyode.Rosenbrock23(), reltol=1e-3, abstol=1e-7, saveat=torch.logspace(-2, 2, 4, dtype=F64),
+                sensealg=pyode.BacksolveAdjoint())
+    forward, steps = calls[0], int(sol.stats.naccept + sol.stats.nreject)
+    with pytest.raises(RuntimeError, match=rf"MaxIters: more than {4 * steps + 100} steps, 4x the forward solve's "
+                                           rf"{steps} plus 100.*InterpolatingAdjoint\(checkpointing=True\)"):
+        torch.autograd.grad((sol.u[:, 1] * 1e4 + sol.u[:, 2]).square().sum(), logk)
+    assert calls[0] - forward < 5000
+
+
+def test_backsolve_on_a_contracting_nonstiff_problem_is_not_refused():
+    # Eigenvalues -1 and -5, saves 2 apart: (5 - 1) * 2 = 8 is far below the refusal threshold
+    # (ln(1/eps) = 36), and the backward re-solve is accurate: the gradient matches DirectAdjoint's.
+    def f(u, p, t):
+        return torch.stack([-p[0] * u[..., 0] + u[..., 1], -p[1] * u[..., 1]], -1)
+
+    def grads(sa):
+        p = torch.tensor([1.0, 5.0], dtype=F64, requires_grad=True)
+        u0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+        sol = solve(ODEProblem(f, u0, (0.0, 6.0), p), pyode.Rodas5P(), reltol=1e-9, abstol=1e-12,
+                    saveat=[2.0, 4.0, 6.0], sensealg=sa)
+        return torch.autograd.grad((sol.u * torch.tensor([1.0, 3.0], dtype=F64)).sum(), (u0, p))
+
+    for a, b in zip(grads(pyode.BacksolveAdjoint()), grads(pyode.DirectAdjoint())):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-10)
+
+
 @pytest.mark.parametrize("sensealg", ADJOINTS, ids=repr)
 def test_adjoints_of_fixed_step_solves_step_with_the_forward_dt(sensealg):
     # Without error control the backward solves take the forward's dt (nothing else could choose

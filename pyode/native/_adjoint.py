@@ -69,6 +69,22 @@ def _kronrod_rule():
 KRONROD_NODES, KRONROD_WEIGHTS, GAUSS7_WEIGHTS = _kronrod_rule()
 _MAX_BISECTIONS = 8
 
+# A backward re-solve of u may take this many times the forward solve's steps (its longest
+# member's, accepted and rejected) plus _BACKSOLVE_STEP_SLACK on each interval between save times
+# before it is declared diverging. A non-stiff problem needs about as many steps backwards as
+# forwards (measured on the tests' problems, λ and μ in the error norm: one interval backwards
+# at most 1.3x the whole forward solve); a
+# stiff one shrinks its steps towards zero as the backward u leaves the true solution.
+_BACKSOLVE_STEP_FACTOR = 4
+_BACKSOLVE_STEP_SLACK = 100
+# The backsolve's stability check forms J and its eigenvalues at every save time while the batch
+# has at most this many Jacobian entries (batch size times n²): 8 MiB in float64.
+_SPECTRAL_CHECK_ENTRIES = 1 << 20
+
+_BACKSOLVE_ADVICE = ("use InterpolatingAdjoint(checkpointing=True), GaussAdjoint(checkpointing=True) or "
+                     "QuadratureAdjoint(checkpointing=True) (they solve u forwards, and only the adjoint "
+                     "backwards), or DirectAdjoint()")
+
 
 class AdjointSystem:
     """What the backward pass needs of one forward solve, and the backward pass itself."""
@@ -192,6 +208,8 @@ class AdjointSystem:
         stops = ts[::-1] + ([t0] if ts[0] != t0 else [])
         saved = [raw.u[i].detach() for i in range(len(ts))][::-1] + ([self.prob.u0.detach().reshape(raw.u[0].shape)]
                                                                      if ts[0] != t0 else [])
+        if self.backsolve:
+            self._check_backsolve_stability(stops, saved)
         u_hi = saved[0]
         for k in range(1, len(stops)):
             if self.backsolve:
@@ -210,15 +228,84 @@ class AdjointSystem:
         control nothing else could choose it), else the initial-step heuristic's."""
         return None if self.opts.adaptive else self.opts.dt
 
-    def _check(self, raw, what: str, t_lo: float, t_hi: float) -> None:
+    def _check(self, raw, what: str, t_lo: float, t_hi: float, budget: int = None) -> None:
         bad = raw.retcode != ReturnCode.Success
         if bool(bad.any()):
             i = int(torch.nonzero(bad)[0])
-            advice = ("solving u backwards is unstable on stiff or dissipative problems: use InterpolatingAdjoint() "
-                      "or GaussAdjoint()" if self.backsolve else "tighten the tolerances or use DirectAdjoint()")
+            code = ReturnCode(int(raw.retcode[i]))
+            if budget is not None and code == ReturnCode.MaxIters:
+                reason = (f"MaxIters: more than {budget} steps, {_BACKSOLVE_STEP_FACTOR}x the forward solve's "
+                          f"{self._forward_steps} plus {_BACKSOLVE_STEP_SLACK}, stopped at "
+                          f"t={float(raw.t_final[i]):g}")
+            else:
+                reason = f"{code.name} at t={float(raw.t_final[i]):g}"
+            advice = ("solving u backwards in time is unstable on stiff or dissipative problems: " + _BACKSOLVE_ADVICE
+                      if self.backsolve else "tighten the tolerances or use DirectAdjoint()")
             raise RuntimeError(f"the {what} of {self.sensealg!r} failed for batch member {i} between "
-                               f"t={t_lo:g} and t={t_hi:g} ({ReturnCode(int(raw.retcode[i])).name} at "
-                               f"t={float(raw.t_final[i]):g}); {advice}")
+                               f"t={t_lo:g} and t={t_hi:g} ({reason}); {advice}")
+
+    @property
+    def _forward_steps(self) -> int:
+        """Steps (accepted and rejected) of the forward solve's longest member."""
+        return int((self.forward.naccept + self.forward.nreject).max())
+
+    def _check_backsolve_stability(self, stops: List[float], saved: List[torch.Tensor]) -> None:
+        """Refuse, before any backward solve, a backsolve that must diverge.
+
+        Backwards in time a perturbation of ``u`` along an eigenvector of ``J = ∂f/∂u`` grows like
+        ``exp(-Re λ Δt)``, while the solution itself moves with the slowest of these rates; so the
+        re-solved ``u`` keeps a correct digit over an interval of length ``Δt`` only while
+        ``(max Re λ - min Re λ) Δt`` stays below ``ln(1/eps)`` (36 in float64, 16 in float32), for
+        rounding errors alone. The spread is taken at the saved forward states at both ends of each
+        interval (the smaller of the two: both ends must be stiff), per batch member. Robertson
+        (spread 2e3 to 9e3 after t = 1e-3) exceeds it on every interval longer than 0.02.
+
+        ``J`` comes from the problem's ``jac``, else forward-mode AD for a stiff method (which needs
+        it anyway) or reverse-mode AD (the vector-Jacobian products the adjoint needs anyway).
+        Skipped above ``_SPECTRAL_CHECK_ENTRIES`` Jacobian entries per saved time (batch size times
+        ``n²``); the step budget of :meth:`_interval_backsolve` then stops a diverging solve.
+        """
+        u = torch.stack([x.reshape(-1, self.n) for x in saved])    # (S, B, n), newest first
+        S, B, n = u.shape
+        if S < 2 or B * n * n > _SPECTRAL_CHECK_ENTRIES:
+            return
+        t = torch.tensor(stops, dtype=torch.float64, device=u.device)
+        rates = []
+        for s in range(S):
+            J = self._state_jacobian(u[s], t[s].expand(B))          # (B, n, n)
+            if not bool(torch.isfinite(J).all()):
+                return                                              # nothing to conclude; the solves decide
+            rates.append(torch.linalg.eigvals(J.to(torch.float64)).real)
+        re = torch.stack(rates)                                     # (S, B, n)
+        spread = re.max(-1).values - re.min(-1).values              # (S, B)
+        dt = (t[:-1] - t[1:]).abs()[:, None]                        # (S-1, 1): interval k between stops k, k+1
+        growth = torch.minimum(spread[:-1], spread[1:]) * dt        # (S-1, B)
+        limit = math.log(1.0 / torch.finfo(u.dtype).eps)
+        hopeless = growth > limit
+        if not bool(hopeless.any()):
+            return
+        k, i = (int(x) for x in torch.nonzero(hopeless)[0])
+        lo, hi = float(re[k, i].min()), float(re[k, i].max())
+        raise RuntimeError(
+            f"{self.sensealg!r} cannot differentiate this solve: between t={stops[k + 1]:g} and t={stops[k]:g} "
+            f"batch member {i}'s Jacobian has eigenvalues with real parts from {lo:.3g} to {hi:.3g} (at "
+            f"t={stops[k]:g}), so re-solving u backwards in time over that interval amplifies errors by about "
+            f"exp({float(growth[k, i]):.3g}) relative to u itself, beyond {str(u.dtype).replace('torch.', '')}'s "
+            f"precision (exp({limit:.0f})): the backwards-in-time re-solve of a stiff problem is unstable. "
+            + _BACKSOLVE_ADVICE[0].upper() + _BACKSOLVE_ADVICE[1:]
+            + " (or, keeping BacksolveAdjoint, save at more times so that each interval is shorter)")
+
+    def _state_jacobian(self, u, t) -> torch.Tensor:
+        """``J`` per member (B, n, n): :meth:`jacobian` for a stiff method or with ``jac``, else by
+        reverse mode (rows ``e_jᵀ J`` of all members at once: the members are independent)."""
+        if self.prob.jac is not None or _is_stiff(self.alg):
+            return self.jacobian(u, t)
+        uu, tt = self._user(u), self._times(t)
+        _, pullback = torch.func.vjp(lambda x: self.rhs(x, self.values, tt), uu)
+        eye = torch.eye(self.n, dtype=u.dtype, device=u.device)
+        basis = eye.reshape(self.n, *([1] * len(self.batch_shape)), self.n).expand(self.n, *uu.shape)
+        rows = vmap(lambda e: pullback(e)[0])(basis)                # (n, *batch, n): rows[j] = e_jᵀ J
+        return rows.reshape(self.n, u.shape[0], self.n).transpose(0, 1)
 
     def _tolerances(self):
         """Tolerances of the adjoint state ``[λ, μ]``: the forward ones; ``seminorm`` takes ``μ`` out
@@ -322,13 +409,15 @@ class AdjointSystem:
 
         rtol = widen(self.opts.reltol)
         atol = widen(self.opts.abstol, float("inf") if seminorm else None)
+        # A diverging backward u shrinks its steps without end: bound them by the forward's.
+        budget = _BACKSOLVE_STEP_FACTOR * self._forward_steps + _BACKSOLVE_STEP_SLACK
         opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=False, dt=self._dt,
                        tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol,
-                       internalnorm=None)
+                       internalnorm=None, maxiters=min(self.opts.maxiters, budget))
         # A stiff method differentiates this right-hand side (second derivatives of f) by forward-mode AD.
         raw = self.integrate(f_bs, prob.u0, None, self.make_stepper(self.alg, prob, rtol, atol), opts,
                              self.batch_shape)
-        self._check(raw, "backsolve adjoint", t_lo, t_hi)
+        self._check(raw, "backsolve adjoint", t_lo, t_hi, budget if budget < self.opts.maxiters else None)
         z1 = raw.u[-1].reshape(z0.shape)
         if P:
             _add_flat(mu, z1[:, 2 * n:].sum(0))
@@ -395,6 +484,13 @@ def _add_flat(mu: List[torch.Tensor], flat: torch.Tensor) -> None:
         k = acc.numel()
         acc.add_(flat[offset:offset + k].reshape(acc.shape).to(acc.dtype))
         offset += k
+
+
+def _is_stiff(alg) -> bool:
+    """A method for stiff problems (an AutoSwitch counts: it turns stiff where the problem is)."""
+    from ..algorithms import AutoSwitch
+
+    return isinstance(alg, AutoSwitch) or bool(getattr(alg, "stiff", False))
 
 
 def _with_fd_time_derivative(alg):
