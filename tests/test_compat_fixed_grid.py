@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pyode.compat import torchdiffeq as compat
 from pyode.compat.torchdiffeq import _fixed_grid as fg
 
 METHODS = list(fg.FIXED_GRID_METHODS)
@@ -155,6 +156,60 @@ def test_float32_state_matches_torchdiffeq(tdq, method, t_dtype):
     assert all(dtype == torch.float32 for dtype, _ in our_f.times)
     assert our_f.times == ref_f.times
     assert our_w == ref_w
+
+
+class ZeroDim:
+    """torchdiffeq's SineODE on a 0-d state, logging the dtypes and values of every (t, y) seen."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, t, y):
+        self.seen.append((t.dtype, t.item(), y.dtype, tuple(y.shape), y.item()))
+        return 2 * y / t + t ** 4 * torch.sin(2 * t) - t ** 2 + 4 * t ** 3
+
+
+@pytest.mark.parametrize("options", [{}, {"step_size": 0.05, "interp": "cubic"}, {"step_size": 0.07, "perturb": True}],
+                         ids=["grid", "cubic", "perturb"])
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_dim_float32_state_matches_torchdiffeq_to_the_bit(tdq, method, options):
+    """A 0-d state stays 0-d, as in torchdiffeq. A float32 one then meets float64 step sizes in
+    0-d arithmetic, which promotes: torchdiffeq integrates it in float64 from the first step on
+    (func sees float64 t and y) and stores float32 outputs. So does the drop-in, to the bit."""
+    t = torch.linspace(1.0, 3.0, 6, dtype=F64)
+    y0 = torch.tensor(math.pi - 0.25 + 1.5 * math.sin(2.0) - 0.25 * math.cos(2.0), dtype=torch.float32)
+    results = []
+    for lib in (tdq, compat):
+        f = ZeroDim()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")       # the Adams corrector's convergence warning
+            out = lib.odeint(f, y0, t, method=method, options=tame(method, options))
+        results.append((out, f.seen))
+    (ref, ref_seen), (ours, our_seen) = results
+    assert ours.shape == (6,) and ours.dtype == torch.float32
+    assert torch.equal(ours, ref)
+    assert our_seen == ref_seen
+    assert our_seen[-1][0] == our_seen[-1][2] == F64        # func sees float64 t and y by the end
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_dim_float32_event_matches_torchdiffeq_to_the_bit(tdq, method):
+    """Event mode steps by the Python float step_size: the state stays float32 through the Runge-Kutta
+    steps, while the Adams sums promote and are cast back, as in torchdiffeq."""
+    y0 = torch.tensor(3.0, dtype=torch.float32)
+    results = []
+    for lib in (tdq, compat):
+        f = ZeroDim()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            event_t, sol = lib.odeint(f, y0, torch.tensor([1.0, 2.0], dtype=F64), method=method,
+                                      options=tame(method, {"step_size": 0.01, "interp": "cubic"}),
+                                      event_fn=lambda tt, y: y - 40.0)
+        results.append((event_t, sol, f.seen))
+    (ref_t, ref_sol, ref_seen), (our_t, our_sol, our_seen) = results
+    assert our_sol.shape == (2,) and 1.5 < float(our_t) < 3
+    assert torch.equal(our_t, ref_t) and torch.equal(our_sol, ref_sol)
+    assert our_seen == ref_seen
 
 
 @pytest.mark.parametrize("max_order", [2, 3, 5, 8])

@@ -108,6 +108,88 @@ def test_func_sees_a_0d_time_in_the_state_dtype_and_the_users_shape():
         assert set(seen) == {(torch.Size([]), dtype, torch.Size([2, 3]))}
 
 
+class Constant(torch.nn.Module):
+    """torchdiffeq's ConstantODE: a 0-d state, y = a t + b exactly, parameters a and b."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(0.2, dtype=F64))
+        self.b = torch.nn.Parameter(torch.tensor(3.0, dtype=F64))
+
+    def forward(self, t, y):
+        return self.a + (y - (self.a * t + self.b)) ** 5
+
+
+@pytest.mark.filterwarnings("ignore:Functional iteration did not converge")
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rodas5p", "rk4", "implicit_adams", "scipy_solver"])
+def test_zero_dim_state_through_odeint(method):
+    """A 0-d y0 (torchdiffeq's ConstantODE) gives outputs of shape (len(t),), exact here, with
+    torchdiffeq's gradients."""
+    t = torch.linspace(1.0, 8.0, 5, dtype=F64)
+    results = []
+    for lib in (tdq, torchdiffeq):
+        if lib is torchdiffeq and method in PYODE_NAMES + ["rodas5p"]:
+            continue
+        f = Constant()
+        y0 = torch.tensor(3.2, dtype=F64, requires_grad=True)
+        out = lib.odeint(f, y0, t, method=method)
+        assert out.shape == (5,)
+        assert torch.allclose(out.detach(), 0.2 * t + 3.0, rtol=1e-10, atol=0)
+        if method != "scipy_solver":
+            results.append(torch.autograd.grad(out[-1], (y0, f.a, f.b)))
+    if len(results) == 2:
+        for ours, theirs in zip(*results):
+            assert torch.allclose(ours, theirs, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_zero_dim_state_through_odeint_adjoint_and_odeint_event(method):
+    t = torch.linspace(1.0, 8.0, 5, dtype=F64)
+    options = {"step_size": 0.01} if method == "rk4" else None
+    grads = []
+    for interface in ("odeint", "odeint_adjoint"):
+        f = Constant()
+        y0 = torch.tensor(3.2, dtype=F64, requires_grad=True)
+        out = getattr(tdq, interface)(f, y0, t, method=method, options=options)
+        assert out.shape == (5,)
+        grads.append(torch.autograd.grad((out ** 2).sum(), (y0, f.a, f.b)))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-6)
+    # From y(1) = y0 the solution is y0 + a (t - 1) (to first order in y0 - a - b), reaching 4 at
+    # t* = 1 + (4 - y0) / a = 5: dt*/da = -(4 - y0) / a**2 = -20, dt*/dy0 = -1/a = -5, dt*/db = 0.
+    f = Constant()
+    y0 = torch.tensor(3.2, dtype=F64, requires_grad=True)
+    event_t, ys = tdq.odeint_event(f, y0, torch.tensor(1.0, dtype=F64), event_fn=lambda tt, y: y - 4.0,
+                                   method=method, options=options, odeint_interface=tdq.odeint_adjoint)
+    assert ys.shape == (2,) and abs(float(event_t) - 5.0) < 1e-7 and abs(float(ys[-1].detach()) - 4.0) < 1e-7
+    da, db, dy0 = torch.autograd.grad(event_t, (f.a, f.b, y0))
+    assert abs(float(da) + 20.0) < 1e-5 and abs(float(db)) < 1e-9 and abs(float(dy0) + 5.0) < 1e-6
+
+
+def test_float32_state_runs_torchdiffeqs_rtol_as_given():
+    """torchdiffeq's rtol=1e-7 with a float32 state, below what pyode.solve accepts for float32
+    (4 eps = 4.8e-7), is run as given: the same steps as the float64 state and its accuracy (bosh3
+    here: 737 evaluations either way, errors 1.3e-6 and 2.5e-6; rtol raised to 4.8e-7 took 449 and
+    erred by 1.1e-5). With a pyode sensealg the solve is pyode.solve's, at rtol 4.8e-7."""
+    f64 = Cubic(seed=2)
+    f32 = Cubic(seed=2).float()
+    t = torch.linspace(0.0, 1.0, 4, dtype=F64)
+    ref = reference(f64, Y0, t)
+    runs = {}
+    for name, f, y0, tt in (("float64", f64, Y0, t), ("float32", f32, Y0.float(), t.float())):
+        g, n = count_calls(f)
+        with torch.no_grad():
+            out = tdq.odeint(g, y0, tt, method="bosh3")
+        runs[name] = (n[0], float((out.double() - ref).abs().max()))
+    assert runs["float32"][0] == runs["float64"][0]
+    assert runs["float32"][1] < 2 * runs["float64"][1] + 1e-6
+    n_calls = [0]
+    f32.register_forward_hook(lambda *_: n_calls.__setitem__(0, n_calls[0] + 1))
+    with torch.no_grad():
+        tdq.odeint(f32, Y0.float(), t.float(), method="bosh3", sensealg=pyode.InterpolatingAdjoint())
+    assert n_calls[0] < runs["float32"][0]
+
+
 # ---- accuracy --------------------------------------------------------------------------------
 # Global error / tolerance measured on this problem at two tolerances, times about 3: the low-order
 # pairs (and FBDF's variable-order error estimate) accumulate more global error per unit tolerance.
@@ -237,6 +319,65 @@ def test_jump_t_restores_accuracy_at_a_discontinuity():
     # decreasing time: the jump is given in the user's times
     back = tdq.odeint(f, torch.zeros(1, dtype=F64), t.flip(0), options={"jump_t": torch.tensor([1.0], dtype=F64)})
     assert abs(float(back[-1])) < 1e-12
+
+
+class Switching:
+    """torchdiffeq's test problem for jump_t: dx/dt = -x/2 before t = 1/2, x**2 after, logging the
+    times f sees. Exact: x(1/2) = x0 exp(-1/4), then x(t) = 1 / (1/x(1/2) - (t - 1/2))."""
+
+    def __init__(self):
+        self.times = []
+
+    def __call__(self, t, x):
+        self.times.append(t.item())
+        return -0.5 * x if t < 0.5 else x ** 2
+
+    @staticmethod
+    def exact_at_1(x0):
+        return 1 / (1 / (x0.double() * math.exp(-0.25)) - 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+def test_jump_t_fewer_evaluations_and_accurate_across_the_discontinuity(method, dtype):
+    """At the same tolerances, jump_t costs fewer evaluations than stepping blindly over the jump
+    (dopri5: 123 against 272 in float32; bosh3: 231 against 320) and is more accurate. In float32 the
+    step ending at the jump sees f's left limit and the next its right limit, as torchdiffeq's
+    perturbation gives them: the float32 neighbours of 1/2, never 1/2 itself, which is f after the jump."""
+    x0 = torch.tensor([1.0, 2.0], dtype=dtype)
+    t = torch.tensor([0.0, 1.0])
+    runs = {}
+    for name, options in (("plain", None), ("jump", {"jump_t": torch.tensor([0.5])})):
+        f = Switching()
+        out = tdq.odeint(f, x0, t, rtol=1e-6, atol=1e-6, method=method, options=options)
+        error = float(((out[-1].double() - Switching.exact_at_1(x0)) / Switching.exact_at_1(x0)).abs().max())
+        runs[name] = (len(f.times), error, f.times)
+    (n_plain, err_plain, _), (n_jump, err_jump, times) = runs["plain"], runs["jump"]
+    assert n_jump < 0.8 * n_plain
+    assert err_jump < min(err_plain, 5e-5)
+    half = torch.tensor(0.5, dtype=dtype)
+    left, right = (float(torch.nextafter(half, half + d)) for d in (-1, 1))
+    assert left in times and right in times and 0.5 not in times
+
+
+def test_jump_t_in_the_backward_solve_of_odeint_adjoint():
+    """odeint_adjoint's backward solve takes jump_t from the options too: fewer evaluations there,
+    and a more accurate gradient."""
+    nfe, errors = [], []
+    for options in (None, {"jump_t": torch.tensor([0.5])}):
+        f = Switching()
+        x0 = torch.tensor([1.0, 2.0], requires_grad=True)
+        out = tdq.odeint_adjoint(f, x0, torch.tensor([0.0, 1.0]), rtol=1e-6, atol=1e-6, options=options,
+                                 adjoint_params=())
+        f.times.clear()
+        out.sum().backward()
+        nfe.append(len(f.times))
+        # the sum holds x(0) and x(1), and d x(1) / d x0 = exp(-1/4) (x(1) / x(1/2))**2
+        x1, x_half = Switching.exact_at_1(x0.detach()), x0.detach().double() * math.exp(-0.25)
+        exact = 1 + math.exp(-0.25) * (x1 / x_half) ** 2
+        errors.append(float(((x0.grad.double() - exact) / exact).abs().max()))
+    assert nfe[1] < 0.8 * nfe[0]
+    assert errors[1] < min(errors[0], 1e-5)
 
 
 def test_custom_norm_sees_the_users_layout_and_changes_the_steps():
@@ -610,16 +751,135 @@ def test_odeint_dense_interpolates_with_gradients():
 
 
 # ---- callbacks --------------------------------------------------------------------------------
-def test_solver_callbacks_are_reported_as_ignored():
-    class WithCallback(torch.nn.Module):
-        def forward(self, t, y):
-            return -y
+class Logged(torch.nn.Module):
+    """A forced Duffing oscillator whose solver callbacks log (kind, t0, y0's shape, dt)."""
 
-        def callback_step(self, t0, y0, dt):
-            pass
+    def __init__(self):
+        super().__init__()
+        self.nfe, self.log = 0, []
 
-    with pytest.warns(UserWarning, match="does not call these solver callbacks"):
-        tdq.odeint(WithCallback(), torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))
+    def forward(self, t, y):
+        self.nfe += 1
+        return torch.stack([y[1], -y[0] * (1 + y[0] ** 2) + torch.sin(7 * t)])
+
+    def callback_step(self, t0, y0, dt):
+        self.log.append(("step", float(t0), tuple(y0.shape), float(dt)))
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.log.append(("accept", float(t0), tuple(y0.shape), float(dt)))
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.log.append(("reject", float(t0), tuple(y0.shape), float(dt)))
+
+
+# New evaluations of f per trial step of the FSAL pairs: f at t0 and one more for the starting
+# step are the rest of nfe = 2 + new * steps, in torchdiffeq and here alike.
+NEW_STAGES = {"dopri5": 6, "bosh3": 3}
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_adaptive_methods_call_the_step_callbacks_around_every_trial_step(method, reverse):
+    """torchdiffeq's adaptive solvers call callback_step before each trial step and then
+    callback_accept_step or callback_reject_step. Checked against torchdiffeq: each trial step costs
+    the same new evaluations of f in both, so nfe = 2 + new * (number of callback_step calls)."""
+    t = torch.tensor([0.0, 1.0, 3.0], dtype=F64)
+    t = t.flip(0) if reverse else t
+    y0 = torch.tensor([1.5, 0.0], dtype=F64)
+    for lib in (torchdiffeq, tdq):
+        f = Logged()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = lib.odeint(f, y0, t, method=method, rtol=1e-6, atol=1e-8)
+        kinds = [entry[0] for entry in f.log]
+        steps, accepts, rejects = kinds.count("step"), kinds.count("accept"), kinds.count("reject")
+        assert steps == accepts + rejects and accepts > 10 and rejects > 0, (lib.__name__, steps, rejects)
+        assert f.nfe == 2 + NEW_STAGES[method] * steps, lib.__name__
+        # every accept or reject follows the callback_step of the same step, with the state's shape
+        assert kinds[0::2] == ["step"] * steps
+        assert all(a[1] == b[1] and a[2] == b[2] == (2,) for a, b in zip(f.log[0::2], f.log[1::2]))
+    # Here the accepted steps tile [t[0], t[-1]] in the user's times (torchdiffeq may step past
+    # the end and interpolate back).
+    accepted = [(t0, dt) for kind, t0, _, dt in f.log if kind == "accept"]
+    sign = -1.0 if reverse else 1.0
+    assert accepted[0][0] == float(t[0])
+    for (t0, dt), (t1, _) in zip(accepted, accepted[1:]):
+        assert dt > 0 and t1 == pytest.approx(t0 + sign * dt, abs=1e-12)
+    assert accepted[-1][0] + sign * accepted[-1][1] == pytest.approx(float(t[-1]), abs=1e-12)
+    # the values are those of the same solve without callbacks
+    plain = tdq.odeint(lambda tt, y: Logged()(tt, y), y0, t, method=method, rtol=1e-6, atol=1e-8)
+    assert torch.equal(out, plain)
+
+
+def test_callbacks_leave_values_and_gradients_unchanged():
+    """With callbacks the drop-in steps pyode's loop itself: the same steps, values and gradients
+    (to the output times as well) as without."""
+    results = []
+    for cls in (Cubic, type("CubicWithCallback", (Cubic,), {"callback_step": lambda self, t0, y0, dt: None})):
+        f = cls(seed=3)
+        t = torch.tensor([2.0, 1.2, 0.0], dtype=F64, requires_grad=True)
+        y0 = Y0.clone().requires_grad_()
+        out = tdq.odeint(f, y0, t, options={"jump_t": torch.tensor([0.7], dtype=F64)})
+        grads = torch.autograd.grad(loss_of(out), (y0, t, *f.parameters()))
+        results.append((out.detach(), grads))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+
+
+def test_odeint_adjoint_calls_the_adjoint_callbacks_as_torchdiffeq():
+    """odeint_adjoint calls func's *_adjoint callbacks around the backward solve's steps, with the
+    augmented state (t, y, a, *params); the fixed-grid methods callback_step_adjoint once per step."""
+    counts = {}
+    for lib in (torchdiffeq, tdq):
+        for method, options in (("dopri5", None), ("rk4", {"step_size": 0.1})):
+            f = Cubic(seed=1)
+            log = []
+            for name in ("callback_step", "callback_accept_step", "callback_reject_step"):
+                setattr(f, name, lambda t0, y0, dt, _name=name: log.append(("forward " + _name,)))
+                setattr(f, name + "_adjoint", lambda t0, z, dt, _name=name: log.append(
+                    (_name + "_adjoint", tuple(tuple(x.shape) for x in z))))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")       # the fixed grid's warning about accept/reject
+                out = lib.odeint_adjoint(f, Y0, torch.tensor([0.0, 1.0], dtype=F64), method=method,
+                                         options=options)
+                n_forward = len(log)
+                out.sum().backward()
+            backward = log[n_forward:]
+            shapes = {entry[1] for entry in backward}
+            assert shapes == {((), (2, 2), (2, 2), (2, 16), (16, 2), (2, 2))}, lib.__name__
+            kinds = [entry[0] for entry in backward]
+            counts[lib.__name__, method] = (n_forward, kinds.count("callback_step_adjoint"),
+                                            kinds.count("callback_accept_step_adjoint"),
+                                            kinds.count("callback_reject_step_adjoint"))
+    for lib in ("torchdiffeq", "pyode.compat.torchdiffeq"):
+        steps, accepts, rejects = counts[lib, "dopri5"][1:]
+        assert steps == accepts + rejects > 0
+        assert counts[lib, "rk4"] == (10, 10, 0, 0)
+
+
+def test_callbacks_a_method_does_not_call_warn_as_torchdiffeq():
+    def with_callback(name):
+        f = Cubic()
+        setattr(f, name, lambda t0, y0, dt: None)
+        return f
+
+    t = torch.tensor([0.0, 0.5], dtype=F64)
+    for method, names in (("rk4", ["callback_accept_step", "callback_reject_step"]),
+                          ("scipy_solver", ["callback_step", "callback_accept_step", "callback_reject_step"])):
+        for name in names:
+            for lib in (torchdiffeq, tdq):
+                with pytest.warns(UserWarning, match=f"Solver '{method}' does not support callbacks .*{name}"):
+                    lib.odeint(with_callback(name), Y0, t, method=method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("callback_step", "callback_accept_step", "callback_reject_step"):
+            tdq.odeint(with_callback(name), Y0, t, method="dopri5")
+        tdq.odeint(with_callback("callback_step"), Y0, t, method="rk4")
+        tdq.odeint(with_callback("callback_step_adjoint"), Y0, t, method="scipy_solver")
+    # pyode's sensitivity algorithms run through pyode.solve, which calls no callbacks: said so
+    with pytest.warns(UserWarning, match=r"calls no solver callbacks: \['callback_step'\]"):
+        tdq.odeint(with_callback("callback_step"), Y0, t, method="tsit5", sensealg=pyode.GaussAdjoint())
 
 
 def test_fixed_grid_methods_call_callback_step_in_the_users_frame():
@@ -641,8 +901,8 @@ def test_fixed_grid_methods_call_callback_step_in_the_users_frame():
 
 # ---- more layouts and dtypes ------------------------------------------------------------------
 def test_float32_state_default_tolerances_and_norm_dtype():
-    """torchdiffeq's default rtol=1e-7 is below float32's resolution: the drop-in still runs (at the
-    finest relative tolerance float32 supports) and a custom norm sees float32 values."""
+    """torchdiffeq's default rtol=1e-7 is below float32's resolution: the drop-in still runs (as
+    torchdiffeq, at that rtol) and a custom norm sees float32 values."""
     f = Cubic(seed=10).float()
     y0 = Y0.float()
     seen = set()
@@ -691,6 +951,33 @@ def test_adjoint_finds_the_tensors_of_a_data_parallel_replica():
     w = torch.tensor(0.8, dtype=F64, requires_grad=True)
     tdq.odeint_adjoint(Replica(w), torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))[-1].sum().backward()
     assert abs(float(w.grad) + math.exp(-0.8)) < 1e-7
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (2, 2)])
+def test_adjoint_norm_sees_the_augmented_state_in_torchdiffeqs_layout(shape):
+    """A tensor state's backward solve holds (t, y, a, *params) with y and a in the state's shape,
+    as torchdiffeq's, whose tests reach the backward options through the output's grad_fn and
+    replace the norm there."""
+    w = torch.tensor([0.5, 0.2], dtype=F64, requires_grad=True)
+
+    def f(t, y):
+        return -w[0] * y + w[1] * torch.sin(t)
+
+    for lib in (torchdiffeq, tdq):
+        seen = []
+
+        def adjoint_norm(z):
+            seen.append(tuple(tuple(x.shape) for x in z))
+            return max(x.abs().max() for x in z)
+
+        out = lib.odeint_adjoint(f, torch.ones(shape, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                                 adjoint_params=(w,), adjoint_options={"norm": adjoint_norm})
+        assert out.shape == (2, *shape)
+        assert out.grad_fn.adjoint_options["norm"] is adjoint_norm
+        replaced = []
+        out.grad_fn.adjoint_options["norm"] = lambda z: replaced.append(1) or adjoint_norm(z)
+        out.sum().backward()
+        assert set(seen) == {((), shape, shape, (2,))} and replaced, lib.__name__
 
 
 def test_tuple_adjoint_custom_norm_sees_the_tuple_layout():
