@@ -13,8 +13,9 @@ from scipy.integrate import solve_ivp
 import pyode
 from pyode import nn as pnn
 
-JULIA_REASON = ("Julia is not installed on this machine (no julia on PATH, no PYTHON_JULIACALL_EXE, no Julia from "
-                "juliapkg): the julia engine's conformance cases run where it is")
+JULIA_REASON = ("Julia and pyode's Julia packages are not installed here without a download (pyode.julia.available() "
+                "is false: no PYTHON_JULIACALL_EXE/PROJECT pair, and juliapkg would have to install): the julia "
+                "engine's conformance cases run where they are")
 HAS_JULIA = pyode.julia.available()
 JULIA = pytest.param("julia", marks=[pytest.mark.julia, pytest.mark.skipif(not HAS_JULIA, reason=JULIA_REASON)])
 BACKENDS = ["native", JULIA]
