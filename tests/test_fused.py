@@ -5,6 +5,7 @@ Most tests run the fused loop without ``torch.compile`` (``compiled=False``): th
 in seconds. A few compile it, which costs tens of seconds each on a small CPU.
 """
 import math
+import warnings
 
 import pytest
 import torch
@@ -537,6 +538,69 @@ def test_untraceable_f_gets_a_clear_error_when_compiled_and_works_eager():
     g, = torch.autograd.grad(sol.u.sum(), prob.u0)
     g_ref, = torch.autograd.grad(ref.u.sum(), prob.u0)
     torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-14)
+
+
+def test_compiled_f_with_a_python_counter_keeps_the_compiled_path(monkeypatch):
+    """f counts its calls in a closure list, as users count evaluations. Dynamo guards on that int:
+    without care every chunk recompiled until the recompile limit (reached within the first solve
+    here: 20 chunks) and the solve raised. The counter is compiled as a symbolic int after its first
+    change instead: the values are the eager ones, and the counter counts f's calls, chunk by chunk
+    (as stats.nf: whole chunks, as the compiled code runs them)."""
+    import pyode.native._fused as F
+    monkeypatch.setattr(F, "DEFAULT_CHUNK", 1)      # one iteration per call: the cheapest compiles
+    calls = [0]
+
+    def f(u, p, t):
+        calls[0] += 1
+        return -1.5 * u
+
+    prob = ODEProblem(f, torch.ones(1, dtype=torch.float64), (0.0, 4.0))
+    ref = solve(prob, pyode.Tsit5(), saveat=[4.0], reltol=1e-6)
+    assert int(ref.stats.naccept + ref.stats.nreject) > 2 * torch._dynamo.config.recompile_limit
+    for _ in range(3):                                 # the counter keeps counting from solve to solve
+        before = calls[0]
+        sol = solve(prob, pyode.Tsit5(), saveat=[4.0], reltol=1e-6, compile=True)
+        # stats.nf, plus one eager call that asks whether f's output requires grad
+        assert calls[0] - before == sol.stats.nf + 1 == ref.stats.nf + 1
+        torch.testing.assert_close(sol.u, ref.u, rtol=1e-12, atol=0)
+
+
+def test_compiled_f_with_other_python_side_effects_falls_back_to_eager(monkeypatch):
+    """f appends to a list: dynamo guards on its length, which no symbolic int can stand for. The
+    solve detects the recompilation between two chunks, warns once, and finishes without
+    torch.compile, as do later solves with this f."""
+    import pyode.native._fused as F
+    monkeypatch.setattr(F, "DEFAULT_CHUNK", 1)
+    log = []
+
+    def f(u, p, t):
+        log.append(1)
+        return -1.5 * u
+
+    prob = ODEProblem(f, torch.ones(1, dtype=torch.float64), (0.0, 4.0))
+    ref = solve(prob, pyode.Tsit5(), saveat=[4.0], reltol=1e-6)
+    with pytest.warns(RuntimeWarning, match=r"compile=True: f changes Python state .* other than an integer "
+                                            r"counter.* without torch.compile"):
+        sol = solve(prob, pyode.Tsit5(), saveat=[4.0], reltol=1e-6, compile=True)
+    torch.testing.assert_close(sol.u, ref.u, rtol=1e-12, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        before = len(log)
+        sol = solve(prob, pyode.Tsit5(), saveat=[4.0], reltol=1e-6, compile=True)
+    torch.testing.assert_close(sol.u, ref.u, rtol=1e-12, atol=0)
+    assert len(log) - before == sol.stats.nf + 1        # eager: one append per evaluation (and see above)
+
+
+def test_failed_int_guards_name_their_sources():
+    from pyode.native._fused import _failed_int_sources
+
+    message = """Detected recompile when torch.compile stance is 'fail_on_recompile'. ...
+    triggered by the following guard failure(s):
+    - 0/1: G['__import___main__'].calls[0] == 298                        # calls[0] += 1  # x.py:10 in f
+    - 0/0: self.f.p.nfe == 46                                       #   # x.py:10 in forward (HINT: ...)
+    - 0/0: len(G['log']) == 3                                       # log.append(1)  # x.py:3 in f
+    - 0/0: G['acc'][0] == 0.5                                       # acc[0] += 0.5  # x.py:4 in f"""
+    assert _failed_int_sources(message) == {"G['__import___main__'].calls[0]", "L['self'].f.p.nfe"}
 
 
 def test_initial_failure_of_every_member():

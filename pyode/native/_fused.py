@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
@@ -125,7 +127,7 @@ def _compiled_run_chunk(key: tuple, device_type: str) -> Callable:
     return _compiled(_FusedLoop.run_chunk, key, _CPU_INDUCTOR_OPTIONS if device_type == "cpu" else {}, False)
 
 
-def _compiled(fn: Callable, key: tuple, options: dict, dynamic: Optional[bool]) -> Callable:
+def _compiled(fn: Callable, key: tuple, options: dict, dynamic: Optional[bool]) -> "_Compiled":
     """``fn`` under ``torch.compile``, on its own copy of ``fn``'s code object per ``key`` (see
     :func:`_compiled_run_chunk`)."""
     key = (fn.__qualname__,) + key
@@ -133,8 +135,72 @@ def _compiled(fn: Callable, key: tuple, options: dict, dynamic: Optional[bool]) 
     if run is None:
         code = fn.__code__.replace(co_name=f"{fn.__name__}_{len(_COMPILED)}")
         copy = type(fn)(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
-        run = _COMPILED[key] = torch.compile(copy, fullgraph=True, dynamic=dynamic, options=options)
+        run = _COMPILED[key] = _Compiled(torch.compile(copy, fullgraph=True, dynamic=dynamic, options=options))
     return run
+
+
+#: A guard on a Python int that failed, as torch 2.13 lists it in a recompilation's reasons, a global's
+#: source as dynamo names it, a local's by its variable: ``- 0/0: G['calls'][0] == 48  # ...`` or
+#: ``- 0/0: self.f.p.nfe == 46  # ...`` (an ``nn.Module`` attribute reached from the frame's ``self``).
+_FAILED_INT_GUARD = re.compile(r"^\s*-\s*\d+/\d+:\s*(?:(?P<glob>G\[[^,\s]*)|(?P<local>[A-Za-z_]\w*)(?P<rest>(?:\.\w+|\[[^,\s\]]*\])*))"
+                               r"\s*==\s*-?\d+\s*(?:#.*)?$", re.M)
+
+
+def _failed_int_sources(message: str) -> set:
+    """The sources (dynamo's names) of the int guards that failed, from a recompilation's reasons."""
+    return {m["glob"] or f"L[{m['local']!r}]{m['rest']}" for m in _FAILED_INT_GUARD.finditer(message)}
+
+
+class _PythonStateChanged(Exception):
+    """Between two chunks of one solve, f changed Python state that the compiled chunk depends on,
+    and not an int that could be made symbolic: compiled, every chunk would recompile."""
+
+
+class _Compiled:
+    """A ``torch.compile``d function that does not recompile for the Python ints ``f`` changes.
+
+    Dynamo specialises a compiled function on every Python int it reads from a closure, a global
+    or an attribute, and guards on its value. An ``f`` that counts its calls (``calls[0] += 1``,
+    ``self.nfe += 1``, a ``nonlocal`` or ``global`` counter) therefore fails the guard of the code
+    compiled for it at the next call: compiled per chunk, the solve recompiled until
+    ``recompile_limit`` and failed. So every call after the first runs under the
+    ``fail_on_recompile`` stance (7 µs a call), which turns a recompilation into an error instead;
+    the int guards that failed name their sources, which are compiled as symbolic ints from then
+    on (``torch.compiler.config.dynamic_sources``): one more compile, after which the counter is an
+    input and output of the compiled code and counts ``f``'s calls in it, chunk by chunk. A
+    recompilation for anything else (a new tensor shape, a changed float in ``f``'s closure) goes
+    ahead, unless the caller says that nothing may have changed (two chunks of one solve): then
+    :class:`_PythonStateChanged`.
+    """
+
+    def __init__(self, run: Callable):
+        self.run = run
+        self.called = False
+        self.sources: set = set()        # int sources compiled as symbolic ints
+
+    def __call__(self, *args, same_variant: bool = False):
+        if self.called:
+            try:
+                with torch.compiler.set_stance("fail_on_recompile"):
+                    return self.run(*args)
+            except RuntimeError as err:
+                if "fail_on_recompile" not in str(err):
+                    raise
+                learned = _failed_int_sources(str(err)) - self.sources
+                if not learned and same_variant:
+                    raise _PythonStateChanged(str(err)) from None
+                self.sources |= learned
+        self.called = True
+        if not self.sources:
+            return self.run(*args)
+        dynamic = ",".join(filter(None, [torch.compiler.config.dynamic_sources]
+                                  + [re.escape(s) for s in sorted(self.sources)]))
+        with torch.compiler.config.patch(dynamic_sources=dynamic):
+            return self.run(*args)
+
+
+#: kinds of solve whose f changes Python state the compiled chunk depends on: run eagerly
+_EAGER_KINDS: set = set()
 
 
 @contextlib.contextmanager
@@ -305,12 +371,14 @@ class _FusedLoop:
         return state, tuple(torch.stack(column) for column in zip(*records))
 
     def forward(self) -> Tuple[tuple, _Records]:
-        run = self.run_chunk
+        compiled_run = None
+        if self.compiled and self.kind() in _EAGER_KINDS:
+            self.compiled, self.chunk = False, 1
         if self.compiled:
             # Compiled once per kind of solve and reused by later solves of that kind (dynamo guards
             # on the values it read, not on this object). The wrapper itself is made once too:
             # making it copies inductor's configuration (~1 ms).
-            run = functools.partial(_compiled_run_chunk(self.kind(), self.loop.dev.type), self)
+            compiled_run = _compiled_run_chunk(self.kind(), self.loop.dev.type)
         state = self.initial_state()
         chunks = []
         # Where intermediates are stack-allocated, the C++ wrapper also returns its outputs in buffers
@@ -320,7 +388,13 @@ class _FusedLoop:
         with torch.no_grad(), _stack_allocating_cpp_wrapper() if stack else contextlib.nullcontext():
             while not bool(state[4].all()):     # the one host synchronisation per chunk
                 try:
-                    state, rec = run(state)
+                    if self.compiled:
+                        state, rec = compiled_run(self, state, same_variant=bool(chunks))
+                    else:
+                        state, rec = self.run_chunk(state)
+                except _PythonStateChanged as err:
+                    self._fall_back_to_eager(err)
+                    continue                    # this chunk again, from the same state, eagerly
                 except Exception as err:
                     if self.compiled and "RecompileLimit" in type(err).__name__:
                         raise RuntimeError(
@@ -352,6 +426,19 @@ class _FusedLoop:
             keep = int(moved[-1]) + 1 if moved.numel() else 1
             records = _Records(*(x[:keep] for x in (records.t, records.hs, records.t_end, records.y, records.ok)))
         return state, records
+
+    def _fall_back_to_eager(self, err: _PythonStateChanged) -> None:
+        """This solve, and later ones of its kind, on the fused path without torch.compile."""
+        _EAGER_KINDS.add(self.kind())
+        self.compiled, self.chunk = False, 1       # eager, nothing amortises a longer chunk
+        reasons = [line.strip() for line in str(err).splitlines() if re.match(r"\s*-\s*\d+/\d+:", line)]
+        warnings.warn(
+            "compile=True: f changes Python state that the compiled step loop depends on between its "
+            f"evaluations ({reasons[0] if reasons else 'see TORCH_LOGS=recompiles'}), other than an integer "
+            "counter, so every compiled call would be recompiled. Solves with this f, method and shape "
+            "run the fused loop without torch.compile from now on, at about compile=False's speed. "
+            "Integer counters (calls[0] += 1, self.nfe += 1) keep the compiled path; keep other side "
+            "effects out of f.", RuntimeWarning, stacklevel=5)
 
     # ---- outputs, recomputed from the records ---------------------------------------------------
     def step_map(self, y: torch.Tensor, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor):
