@@ -32,6 +32,12 @@ Rosenbrock methods take :meth:`RosenbrockStepper.fused_step`: the Jacobian forme
 iteration (the reference reuses it after a rejection: the same values) and, up to
 :data:`._small_lu.SMALL_LU_MAX` species, the iteration matrix factorised by LU written out in
 elementwise operations, which the compiled chunk fuses with the stages.
+
+Python side effects in ``f`` (see :class:`_Compiled`): an integer that ``f`` changes (a call
+counter) is compiled as a symbolic int after its first change, so it costs one more compile and
+then counts ``f``'s calls in the compiled code; any other change of Python state that the compiled
+chunk depends on, seen between two chunks of one solve, sends that kind of solve to the eager fused
+loop, with one warning.
 """
 from __future__ import annotations
 
