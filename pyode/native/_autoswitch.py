@@ -14,6 +14,17 @@ Consecutive stiff verdicts count up from 1, consecutive non-stiff ones down from
 ``-maxnonstiffstep`` switches a stiff member back (``h / dtfac``). The counter is not reset at a
 switch, as in OrdinaryDiffEq.jl.
 
+On the explicit method ``ρ`` is the larger of the stage estimate (as OrdinaryDiffEq.jl's Tsit5) and a
+power iteration for the dominant eigenvalue of ``∂f/∂u``: every ``_POWER_EVERY``-th attempt one more
+evaluation ``(f(y + δv) - f(y)) / δ`` (``δ`` = sqrt(eps) ‖y‖ along the unit direction ``v``), whose
+result is the next direction, so the direction carried from step to step converges to the dominant
+eigenvector while the solution moves slowly. The stage estimate alone only sees a stiff mode that the
+step excites; at tight tolerances the error control keeps the explicit step just inside the stability
+boundary, the mode stays quiet, and the member never switched: E5 at rtol 1e-8 took 1e5 Tsit5 steps
+by t = 17 of 1e13, OREGO at 1e-10 1e5 by t = 29 of 360, ROBER at 1e-8 6986 steps against Rodas5P's 697
+alone (with the power iteration: 2772, 14231 and 706). It costs a quarter of an evaluation per explicit
+step on non-stiff problems, whose solution is unchanged.
+
 Dense output concatenates the two methods' continuous extensions: the rows of the mode a member
 was not in get zero stages, so ``y + h Σ P_i(θ) K_i`` is that member's own method's interpolant.
 """
@@ -28,6 +39,9 @@ from ._explicit_rk import ExplicitRKStepper, lincomb
 from ._stepper import AbstractStepper, Attempt
 
 __all__ = ["AutoSwitchStepper", "stability_boundary"]
+
+# One power-iteration evaluation every this many attempts (+1/4 evaluation per explicit step).
+_POWER_EVERY = 4
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,6 +80,9 @@ class AutoSwitchStepper(AbstractStepper):
         self._any = (not alg.stiffalgfirst, alg.stiffalgfirst)     # any member non-stiff / stiff
         self.nswitch = None
         self._entering = None      # members that switched to the stiff method at the last attempt
+        self._power = None         # (B, n): power-iteration direction for the dominant eigenvalue
+        self._rho_power = None     # (B,): its latest estimate
+        self._attempts = 0
 
     # ---- work counters and settings forwarded to the stiff method ----------------------------------
     @property
@@ -95,17 +112,21 @@ class AutoSwitchStepper(AbstractStepper):
     def snapshot(self):
         mine = None if self._mode is None else {
             "mode": self._mode, "count": self._count, "states": self._states, "nswitch": self.nswitch,
-            "any": self._any, "entering": self._entering}
+            "any": self._any, "entering": self._entering, "power": self._power, "rho_power": self._rho_power,
+            "attempts": self._attempts}
         return {"own": mine, "nonstiff": self.nonstiff.snapshot(), "stiff": self.stiff.snapshot()}
 
     def restore(self, state) -> None:
         own = state["own"]
         if own is None:
             self._mode, self.nswitch, self._entering = None, None, None
+            self._power = self._rho_power = None
+            self._attempts = 0
             self._any = (not self.alg.stiffalgfirst, self.alg.stiffalgfirst)
         else:
             self._mode, self._count, self._states = own["mode"], own["count"], own["states"]
             self.nswitch, self._any, self._entering = own["nswitch"], own["any"], own["entering"]
+            self._power, self._rho_power, self._attempts = own["power"], own["rho_power"], own["attempts"]
         self.nonstiff.restore(state["nonstiff"])
         self.stiff.restore(state["stiff"])
 
@@ -131,6 +152,11 @@ class AutoSwitchStepper(AbstractStepper):
             att_st = self.stiff.step(f, t, hs_st, t_end, y, k1)
         with torch.no_grad():
             rho = self._eigen_estimate(hs, y, att_ns, att_st, stiff)
+            if att_ns is not None:
+                if self._rho_power is None or self._attempts % _POWER_EVERY == 0:
+                    self._rho_power = self._power_estimate(f, t, y, k1, (hs != 0) & ~stiff, att_ns)
+                rho = torch.where(stiff, rho, torch.maximum(rho, self._rho_power))
+            self._attempts += 1
             moving = hs != 0
         if att_st is None:
             one = att_ns
@@ -168,6 +194,27 @@ class AutoSwitchStepper(AbstractStepper):
                 rho = torch.where(stiff, rho_j, rho)
         return rho
 
+    def _power_estimate(self, f, t, y, k1, members, att_ns) -> torch.Tensor:
+        """|λ_max| of ``∂f/∂u`` by one power iteration per step, carried across steps: one evaluation."""
+        if self._power is None:
+            ks = att_ns.stages
+            self._power = (ks[-1] - ks[-2]).detach()
+        v = self._power
+        vn = v.to(torch.float64).norm(dim=-1)
+        # A direction that vanished (or never was) restarts from the all-ones vector.
+        v = torch.where((vn > 0)[:, None], v, torch.ones_like(v))
+        vn = v.to(torch.float64).norm(dim=-1)
+        yn = y.to(torch.float64).norm(dim=-1)
+        eps = torch.finfo(y.dtype).eps
+        delta = (eps ** 0.5) * torch.clamp(yn, min=1e-300)
+        ok = members & (vn > 0) & torch.isfinite(vn)
+        scale = torch.where(ok, delta / vn.clamp(min=1e-300), torch.zeros_like(vn)).to(y.dtype)
+        w = (f(y + scale[:, None] * v, t) - k1) / torch.where(ok, delta, torch.ones_like(delta)).to(y.dtype)[:, None]
+        rho = torch.where(ok, w.to(torch.float64).norm(dim=-1), torch.zeros_like(vn))
+        finite = torch.isfinite(rho)
+        self._power = torch.where((ok & finite & (rho > 0))[:, None], w, v).detach()
+        return torch.where(finite, rho, torch.zeros_like(rho))
+
     def propose(self, ok: torch.Tensor, finite: torch.Tensor, eest: torch.Tensor, h_used: torch.Tensor,
                 attempt: Attempt) -> torch.Tensor:
         att_ns, att_st, stiff, rho, moving = attempt.stages
@@ -203,6 +250,9 @@ class AutoSwitchStepper(AbstractStepper):
         any_ns, any_st = torch.stack([(~self._mode).any(), self._mode.any()]).tolist()
         self._any = (any_ns, any_st)
         self._entering = to_stiff
+        if self._rho_power is not None:
+            # Back on the explicit method: the estimate from before the stiff stretch is stale.
+            self._rho_power = torch.where(to_nonstiff, torch.zeros_like(self._rho_power), self._rho_power)
         return h_next
 
     def commit(self, ok: torch.Tensor, attempt: Attempt, hs: torch.Tensor) -> None:
