@@ -19,8 +19,9 @@ def test_there_are_examples():
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(path, tmp_path, monkeypatch):
     if "# requires: julia" in path.read_text() and not pyode.julia.available():
-        pytest.skip("Julia is not installed on this machine (no julia on PATH, no PYTHON_JULIACALL_EXE, no Julia "
-                    "from juliapkg); its Julia source is parsed by test_example_julia_source_parses")
+        pytest.skip("Julia and pyode's Julia packages are not installed here without a download "
+                    "(pyode.julia.available() is false); its Julia source is parsed by "
+                    "test_example_julia_source_parses")
     monkeypatch.chdir(tmp_path)             # examples write their figures to the working directory
     monkeypatch.setenv("PYODE_EXAMPLE_EPOCHS", "2")
     monkeypatch.setenv("MPLBACKEND", "Agg")
