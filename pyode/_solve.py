@@ -54,7 +54,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         adaptive: turn error control off for an adaptive method (then ``dt`` is required).
         maxiters: step attempts (accepted + rejected) per member before ``MaxIters``.
         dtmin, dtmax: bounds of the step size. A member whose rejected step falls below
-            ``max(dtmin, 16 eps(|t|))`` stops with ``DtLessThanMin``: by default (``dtmin=None``) only
+            ``max(dtmin, 16 eps·|t|)`` stops with ``DtLessThanMin``: by default (``dtmin=None``) only
             the floor relative to the current time applies, as in DifferentialEquations.jl, so a
             span of 1e13 still allows tiny steps near ``t0``. ``dtmax`` defaults to ``|t1 - t0|``.
         tstops: times every member must step onto (discontinuities of ``f``).

@@ -52,8 +52,8 @@ import torch
 
 from .._retcode import ReturnCode
 from ._controller import attempt_error, controlled_step
-from ._integrate import (_LAND_SLACK_ADAPTIVE, _LAND_SLACK_FIXED, _MAX_NONFINITE_STREAK, _ULPS_DTMIN, Loop,
-                         RawSolution, SolveOptions, _spacing)
+from ._integrate import (_LAND_SLACK_ADAPTIVE, _LAND_SLACK_FIXED, _MAX_NONFINITE_STREAK, Loop, RawSolution,
+                         SolveOptions, dt_floor)
 from ._saving import interpolate
 
 __all__ = ["fused_integrate", "fused_unsupported", "DEFAULT_CHUNK"]
@@ -341,7 +341,7 @@ class _FusedLoop:
             h, cstate = controlled_step(ctrl, tuple(cstate), ok, rejected, finite, eest, h, h_used, h_try, land,
                                         att.newton_iters)
             streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, 0, streak))
-            small = rejected & (h < torch.clamp(_ULPS_DTMIN * _spacing(t), min=dtmin))
+            small = rejected & (h < dt_floor(t, dtmin))
             unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))
         else:
             ok = active & finite

@@ -25,16 +25,15 @@ _LAND_SLACK_ADAPTIVE = 1.01
 _LAND_SLACK_FIXED = 1.0 + 1e-8
 # Consecutive non-finite trial steps after which a member is declared Unstable.
 _MAX_NONFINITE_STREAK = 10
-# A step below this many units in the last place of the current time no longer moves t reliably:
-# the default dtmin, relative to t as DifferentialEquations.jl's (not to the span, which would stop
-# a solve over 1e11 at its first steps near t0).
-_ULPS_DTMIN = 16
+# A step below 16 eps·|t| no longer moves t reliably: the default dtmin, relative to the current time
+# as DifferentialEquations.jl's (not to the span, which would stop a solve over 1e11 at its first
+# steps near t0).
+_DTMIN_REL = 16 * 2.0 ** -52
 
 
-def _spacing(t: torch.Tensor) -> torch.Tensor:
-    """The distance from ``|t|`` to the next larger float64 (numpy's ``spacing``), elementwise."""
-    a = t.abs()
-    return torch.nextafter(a, torch.full_like(a, float("inf"))) - a
+def dt_floor(t: torch.Tensor, dtmin: float) -> torch.Tensor:
+    """The smallest step a rejected step may shrink to at ``t``: ``max(dtmin, 16 eps |t|)``, per member."""
+    return torch.clamp(t.abs() * _DTMIN_REL, min=dtmin)
 
 
 @dataclass(frozen=True)
@@ -275,7 +274,7 @@ class Loop:
                     h, ctrl_state = controlled_step(ctrl, ctrl_state, ok, rejected, finite, eest, h, h_used, h_try,
                                                     land, att.newton_iters)
                 streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, 0, streak))
-                small = rejected & (h < torch.clamp(_ULPS_DTMIN * _spacing(t), min=opts.dtmin))
+                small = rejected & (h < dt_floor(t, opts.dtmin))
                 unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))
             else:
                 ok = active & finite
