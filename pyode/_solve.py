@@ -355,7 +355,9 @@ def _native_stepper(alg: AbstractAlgorithm, rhs, prob: ODEProblem, reltol, absto
         return AutoSwitchStepper(*subs, *ctrls, stability_boundary(alg.nonstiffalg.tableau), alg)
     jac = rhs.jac(prob.jac) if prob.jac is not None else None
     if isinstance(alg, AbstractRosenbrock):
-        return RosenbrockStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff))
+        from .native._refinement import needs_refinement
+        return RosenbrockStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff),
+                                 refine=needs_refinement(prob.u0, abstol))
     if isinstance(alg, AbstractESDIRK):
         return EsdirkStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff, time_derivative=False), reltol, abstol)
     if isinstance(alg, RadauIIA5):

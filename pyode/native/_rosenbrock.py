@@ -19,6 +19,7 @@ import torch
 from ._explicit_rk import lincomb
 from ._iteration_matrix import factorize
 from ._jacobian import JacobianEvaluator
+from ._refinement import refined_solve
 from ._small_lu import SMALL_LU_MAX, small_lu_factor
 from ._stepper import AbstractStepper, Attempt
 from .rosenbrock_tableau import RosenbrockTableau
@@ -47,7 +48,7 @@ def _rosenbrock_dense_rows(b, dense):
 class RosenbrockStepper(AbstractStepper):
     """Per-solve numerics of a Rosenbrock method and its work counters."""
 
-    def __init__(self, tableau: RosenbrockTableau, jacobian: JacobianEvaluator):
+    def __init__(self, tableau: RosenbrockTableau, jacobian: JacobianEvaluator, refine: bool = False):
         if tableau.dense is None:
             raise ValueError(f"{tableau.name} has no dense output rows; the generic Rosenbrock loop needs them")
         self.tableau = tableau
@@ -57,6 +58,9 @@ class RosenbrockStepper(AbstractStepper):
         self.interpolant_order = tableau.dense_order
         self.dense = _rosenbrock_dense_rows(self.b, dense)
         self.jacobian = jacobian
+        # One correction of every stage solve from a residual in twice the precision (see
+        # _refinement): decided once per solve from the tolerances, so the step has no branch.
+        self.refine = refine
         self.nlu = self.nsolve = 0
 
     @property
@@ -75,8 +79,15 @@ class RosenbrockStepper(AbstractStepper):
         J, dfdt = self.jacobian(y, t, k1)
         W = factorize(J, hs, self.gamma, rosenbrock=True)
         self.nlu += 1
-        self.nsolve += len(self.c)
-        return self._stages(f, t, hs, t_end, y, k1, dfdt, W.h, W.keep, W.solve, W.singular)
+        self.nsolve += len(self.c) * (2 if self.refine else 1)
+        return self._stages(f, t, hs, t_end, y, k1, dfdt, W.h, W.keep, self._solver(W.solve, J, W.h, W.keep),
+                            W.singular)
+
+    def _solver(self, solve, J, h, keep):
+        if not self.refine:
+            return solve
+        # Members that do not move solve with the identity: their residual must use it too.
+        return refined_solve(solve, torch.where(keep[..., None], J, torch.zeros_like(J)), h * self.gamma)
 
     def fused_step(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor, y: torch.Tensor,
                    k1: torch.Tensor) -> Attempt:
@@ -86,14 +97,16 @@ class RosenbrockStepper(AbstractStepper):
         n = J.shape[-1]
         if n > SMALL_LU_MAX:
             W = factorize(J, hs, self.gamma, rosenbrock=True)
-            return self._stages(f, t, hs, t_end, y, k1, dfdt, W.h, W.keep, W.solve, W.singular)
+            return self._stages(f, t, hs, t_end, y, k1, dfdt, W.h, W.keep, self._solver(W.solve, J, W.h, W.keep),
+                                W.singular)
         moving = hs != 0
         keep = moving[:, None]
         h = torch.where(moving, hs, torch.ones_like(hs)).to(J.dtype)[:, None]
         eye = torch.eye(n, dtype=J.dtype, device=J.device)
         Wm = torch.where(keep[..., None], eye / (h * self.gamma)[..., None] - J, eye)
         lu = small_lu_factor(Wm)
-        return self._stages(f, t, hs, t_end, y, k1, dfdt, h, keep, lu.solve, moving & lu.singular)
+        return self._stages(f, t, hs, t_end, y, k1, dfdt, h, keep, self._solver(lu.solve, J, h, keep),
+                            moving & lu.singular)
 
     def _stages(self, f, t, hs, t_end, y, k1, dfdt, h, keep, solve, singular) -> Attempt:
         U = []
