@@ -207,6 +207,8 @@ class DenseOutput:
         ends = direction * (self.T0 + self.H)
         self.keys = torch.where(valid, ends, torch.full_like(ends, float("inf"))).T.contiguous()  # (B, S)
         self.order = order
+        # Past its last step a member extrapolates that step, not a padding row of a longer member's.
+        self.last = (self.count - 1).clamp(min=0)
         self.Y0 = torch.stack([s[2] for s in steps])                      # (S, B, n)
         self.K = torch.stack([s[3] for s in steps])                       # (S, B, s+1, n)
 
@@ -214,7 +216,7 @@ class DenseOutput:
         """Each member at its own time: ``t`` (B,) -> (B, n) (adjoint solves need this)."""
         B = self.keys.shape[0]
         key = (self.direction * t)[:, None].contiguous()
-        pos = torch.searchsorted(self.keys, key).clamp(max=self.keys.shape[1] - 1)          # (B, 1)
+        pos = torch.minimum(torch.searchsorted(self.keys, key), self.last[:, None])           # (B, 1)
         t_lo = self.T0.T.gather(1, pos)[:, 0]
         hs = self.H.T.gather(1, pos)[:, 0]
         step = self.order.T.gather(1, pos)[:, 0]
@@ -244,7 +246,7 @@ class DenseOutput:
         """Interpolated states at times ``tq`` (Q,), shape (Q, B, n); NaN where a member never got."""
         B = self.keys.shape[0]
         key = (self.direction * tq)[None, :].expand(B, -1).contiguous()     # (B, Q)
-        pos = torch.searchsorted(self.keys, key).clamp(max=self.keys.shape[1] - 1)  # (B, Q)
+        pos = torch.minimum(torch.searchsorted(self.keys, key), self.last[:, None])  # (B, Q)
         step = self.order.T.gather(1, pos)                                  # (B, Q) index into S
         cols = torch.arange(B, device=tq.device)[:, None].expand_as(step)
         t_lo = self.T0.T.gather(1, pos)
