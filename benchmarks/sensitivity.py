@@ -4,7 +4,7 @@ and time per gradient side by side with torchdiffeq and torchode, in one run.
 
 Usage::
 
-    python benchmarks/sensitivity.py [--quick] [--threads 1] [--parts 1,2] [--out FILE]
+    python benchmarks/sensitivity.py [--quick] [--threads 1] [--parts 1,2,3] [--out FILE]
 
 Part 1, memory vs steps: a 2-64-64-2 tanh MLP neural ODE (float64, batch 64, Tsit5) over t in
 (0, 2) with N = 50, 100, 200, 400 equal steps, loss = sum of squares of the final state. Each
@@ -17,6 +17,10 @@ Part 2, time per gradient: the same MLP fitted to spiral data (Chen et al.'s cub
 starts, 10 save times on (0, 5), rtol 1e-6 / atol 1e-8, float64): forward + backward time, NFE of
 both passes and the gradient's distance to pyode DirectAdjoint at rtol 1e-10, for every pyode
 sensealg, torchdiffeq ``odeint`` / ``odeint_adjoint`` (dopri5) and torchode (Tsit5, AutoDiffAdjoint).
+Part 3, a stiff gradient: Robertson's kinetics with log rate constants as the parameters, Rodas5P
+with the analytic Jacobian, 10 log-spaced save times in (1e-4, 1e4), rtol 1e-6 / atol 1e-10, loss =
+sum of 1e4 y2 + y1 over the save times; forward + backward time of every sensealg that fits a stiff
+problem, beside DirectAdjoint, and each gradient's distance to DirectAdjoint's at rtol 1e-10.
 
 See benchmarks/README.md ("Sensitivity") for what every column means.
 """
@@ -410,6 +414,65 @@ def part_time(args):
     return dict(reference=ref_info, rows=rows)
 
 
+P3_RTOL, P3_ATOL = 1e-6, 1e-10
+
+
+def part_stiff(args):
+    from pyode.problems import robertson
+
+    base = robertson()
+    ts = torch.logspace(-4, 4, 10, dtype=torch.float64)
+
+    def rhs(u, logk, t):
+        return base.f(u, torch.exp(logk), t)
+
+    def jac(u, logk, t):
+        return base.jac(u, torch.exp(logk), t)
+
+    def gradient(sensealg, rtol=P3_RTOL, atol=P3_ATOL):
+        logk = torch.log(torch.tensor([0.04, 3e7, 1e4], dtype=torch.float64)).requires_grad_()
+        prob = pyode.ODEProblem(rhs, base.u0, (0.0, float(ts[-1])), logk, jac=jac)
+        sol = pyode.solve(prob, pyode.Rodas5P(), reltol=rtol, abstol=atol, saveat=ts, sensealg=sensealg)
+        (sol.u[:, 1] * 1e4 + sol.u[:, 0]).sum().backward()
+        return logk.grad
+
+    print("\nPart 3: a stiff gradient (Robertson, log rate constants, Rodas5P)", flush=True)
+    g_ref = gradient(pyode.DirectAdjoint(), 1e-10, 1e-14)
+    rows = []
+    for name, alg in (("DirectAdjoint()", pyode.DirectAdjoint()), ("ForwardSensitivity()", pyode.ForwardSensitivity()),
+                      ("GaussAdjoint()", pyode.GaussAdjoint()), ("InterpolatingAdjoint()", pyode.InterpolatingAdjoint()),
+                      ("QuadratureAdjoint()", pyode.QuadratureAdjoint())):
+        try:
+            g = gradient(alg)                       # warm-up
+            times = []
+            while len(times) < args.repeats and sum(times) < args.budget:
+                t0 = time.perf_counter()
+                gradient(alg)
+                times.append(time.perf_counter() - t0)
+        except Exception as e:                     # a failing row is reported, the others still run
+            note(f"part 3 {name} failed: {type(e).__name__}: {e}")
+            continue
+        err = float((g - g_ref).norm() / g_ref.norm())
+        rows.append(dict(method=name, times_s=times, median_s=statistics.median(times), grad_err=err))
+        print(f"  {name:<24}{statistics.median(times) * 1e3:9.0f} ms  grad err {err:.1e}", flush=True)
+    return dict(rows=rows)
+
+
+def table_stiff(res) -> str:
+    rows = res["rows"]
+    direct = next((r for r in rows if r["method"] == "DirectAdjoint()"), None)
+    out = [f"Part 3: a stiff gradient. Robertson (log rate constants), Rodas5P with the analytic Jacobian, "
+           f"10 log-spaced save times to 1e4, rtol {P3_RTOL:g}, atol {P3_ATOL:g}; grad err against "
+           "DirectAdjoint at rtol 1e-10"]
+    hdr = f"  {'sensealg':<26}{'fwd+bwd ms':>11}{'n':>3}{'t/Direct':>10}{'grad err':>10}"
+    out += [hdr, "  " + "-" * (len(hdr) - 2)]
+    for r in rows:
+        ratio = f"{r['median_s'] / direct['median_s']:.2f}" if direct else "-"
+        out.append(f"  {r['method']:<26}{r['median_s'] * 1e3:11.0f}{len(r['times_s']):>3}{ratio:>10}"
+                   f"{r['grad_err']:>10.1e}")
+    return "\n".join(out)
+
+
 def table_time(res) -> str:
     rows = res["rows"]
     by = {r["method"]: r for r in rows if r["library"] == "pyode"}
@@ -437,7 +500,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="part 1 at N = 50, 200 only; one timed run in part 2")
     ap.add_argument("--threads", type=int, default=1, help="torch (and BLAS) threads (default 1)")
-    ap.add_argument("--parts", default="1,2", help="comma list of parts to run (default 1,2)")
+    ap.add_argument("--parts", default="1,2,3", help="comma list of parts to run (default 1,2,3)")
     ap.add_argument("--steps", default=None, help="part 1 step counts (default 50,100,200,400)")
     ap.add_argument("--fs-steps", default=None, help="part 1 step counts of the 8-wide ForwardSensitivity "
                                                      "comparison (default 50,400)")
@@ -454,8 +517,8 @@ def parse_args(argv=None):
     args.repeats = args.repeats or (1 if args.quick else 5)
     args.budget = args.budget if args.budget is not None else 6.0
     args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    if not args.parts <= {"1", "2"}:
-        ap.error(f"--parts: unknown part(s) {sorted(args.parts - {'1', '2'})}; parts are 1 and 2")
+    if not args.parts <= {"1", "2", "3"}:
+        ap.error(f"--parts: unknown part(s) {sorted(args.parts - {'1', '2', '3'})}; parts are 1, 2 and 3")
     return args
 
 
@@ -488,6 +551,8 @@ def main(argv=None):
         results["memory"] = part_memory(args)
     if "2" in args.parts:
         results["time"] = part_time(args)
+    if "3" in args.parts:
+        results["stiff"] = part_stiff(args)
     wall = time.perf_counter() - t_start
 
     print("\n" + "=" * 100)
@@ -502,6 +567,9 @@ def main(argv=None):
     if "time" in results:
         print(table_time(results["time"]))
         print("  t/pyode = this row's time / the time of the pyode row named under 'vs' (>1: slower).")
+    if "stiff" in results:
+        print()
+        print(table_stiff(results["stiff"]))
     print("\nNotes:")
     for line in NOTES:
         print(f"  - {line}")

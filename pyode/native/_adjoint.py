@@ -163,10 +163,11 @@ class AdjointSystem:
             grads = torch.autograd.grad(out, vals, self._user(cot), allow_unused=True)
         return [torch.zeros_like(v) if g is None else g for v, g in zip(vals, grads)]
 
-    def member_vjp_params(self, u, t, cot) -> torch.Tensor:
-        """``(∂f_b/∂θ)ᵀ cot_b`` for every member ``b`` separately: (B, P), parameters flattened."""
+    def member_vjp_params(self, u, t, cot, functional: bool = False) -> torch.Tensor:
+        """``(∂f_b/∂θ)ᵀ cot_b`` for every member ``b`` separately: (B, P), parameters flattened
+        (``functional`` as for :meth:`vjp_u`)."""
         n = self.n
-        if u.shape[0] == 1:
+        if u.shape[0] == 1 and not functional:
             # One member: the batch-summed product by one reverse pass, 4x cheaper than vmap's.
             return torch.cat([g.reshape(-1) for g in self.vjp_params(u, t, cot)])[None].to(u.dtype)
 
@@ -426,7 +427,7 @@ class AdjointSystem:
             du = system.rhs(system._user(u), system.values, system._times(tf)).reshape(u.shape)
             parts = [du, -system.vjp_u(u, tf, lam_, functional=True)]
             if P:
-                parts.append(-system.member_vjp_params(u, tf, lam_).to(zf.dtype))
+                parts.append(-system.member_vjp_params(u, tf, lam_, functional=True).to(zf.dtype))
             return torch.cat(parts, -1).reshape(z.shape)
 
         z0 = torch.cat([u_hi.reshape(lam.shape), lam] + ([lam.new_zeros(lam.shape[0], P)] if P else []), -1)
