@@ -499,32 +499,35 @@ def case_batch(args, timer):
               f"{row['fwdbwd_median_s'] * 1e3:8.1f} ms  NFE {nfe}", flush=True)
 
     rhs = lambda u, p, t: p(u)  # noqa: E731
-    for label, controller in (("Tsit5", None), ("Tsit5/I", pyode.IController())):
-        def solve_fn(controller=controller):
+    # "/shared": batch_steps="shared", one step size for the batch (torchdiffeq's semantics)
+    for label, controller, steps in (("Tsit5", None, "member"), ("Tsit5/I", pyode.IController(), "member"),
+                                     ("Tsit5/shared", None, "shared")):
+        def solve_fn(controller=controller, steps=steps):
             f = R.Count(rhs)
             sol = pyode.solve(pyode.ODEProblem(f, u0, tspan, net), pyode.Tsit5(), saveat=ts, reltol=rtol,
-                              abstol=atol, controller=controller, dense=False)
+                              abstol=atol, controller=controller, dense=False, batch_steps=steps)
             n = sol.stats.naccept + sol.stats.nreject
             return sol.u, f.n, dict(steps_max=int(n.max()), steps_mean=float(n.double().mean()))
 
         add("pyode", label, solve_fn)
 
-    def solve_compiled():
+    def solve_compiled(steps):
         sol = pyode.solve(pyode.ODEProblem(rhs, u0, tspan, net), pyode.Tsit5(), saveat=ts, reltol=rtol, abstol=atol,
-                          controller=pyode.IController(), dense=False, compile=True)
+                          controller=pyode.IController(), dense=False, compile=True, batch_steps=steps)
         n = sol.stats.naccept + sol.stats.nreject
         return sol.u, sol.stats.nf, dict(steps_max=int(n.max()), steps_mean=float(n.double().mean()))
 
     if not args.no_compile:
-        t = time.perf_counter()
-        solve_compiled()[0].sum().backward()       # compiles (forward chunks; the gradient needs none)
-        compile_s = time.perf_counter() - t
+        for label, steps in (("Tsit5/I/compile", "member"), ("Tsit5/sh/compile", "shared")):
+            t = time.perf_counter()
+            solve_compiled(steps)[0].sum().backward()       # compiles (forward chunks; the gradient needs none)
+            compile_s = time.perf_counter() - t
 
-        def solve_compiled_row():
-            u, nfe, extra = solve_compiled()
-            return u, nfe, dict(extra, compile_s=compile_s)
+            def solve_compiled_row(steps=steps, compile_s=compile_s):
+                u, nfe, extra = solve_compiled(steps)
+                return u, nfe, dict(extra, compile_s=compile_s)
 
-        add("pyode", "Tsit5/I/compile", solve_compiled_row)
+            add("pyode", label, solve_compiled_row)
 
     if "torchdiffeq" in LIBS:
         odeint = LIBS["torchdiffeq"].odeint

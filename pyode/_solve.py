@@ -23,7 +23,8 @@ from .sensealg import (AbstractSensitivityAlgorithm, BacksolveAdjoint, DirectAdj
 __all__ = ["solve"]
 
 _KEYWORDS = ("saveat", "reltol", "abstol", "dt", "adaptive", "maxiters", "dtmin", "dtmax", "tstops",
-             "controller", "throw", "progress", "dense", "sensealg", "backend", "internalnorm", "compile")
+             "controller", "throw", "progress", "dense", "sensealg", "backend", "internalnorm", "compile",
+             "batch_steps")
 _BACKENDS = ("native", "julia")
 
 
@@ -33,7 +34,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
           tstops: Any = None, controller: Optional[AbstractController] = None, throw: bool = True,
           progress: bool = False, dense: Optional[bool] = None, sensealg: Optional[AbstractSensitivityAlgorithm] = None,
           backend: str = "native", internalnorm: Optional[Callable] = None, compile: Optional[bool] = None,
-          **unknown) -> ODESolution:
+          batch_steps: str = "member", **unknown) -> ODESolution:
     """Integrate ``prob`` with algorithm ``alg`` (default :class:`Tsit5`).
 
     Arguments:
@@ -87,6 +88,13 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             reuse it. ``f`` must be traceable (no ``.item()``, no data-dependent Python branches,
             side effects run once per compiled call). Default ``False`` (the environment variable
             ``PYODE_COMPILE=1`` turns it on wherever the fused path applies).
+
+        batch_steps: ``"member"`` (default): every batch member takes its own steps under its own
+            error control, as independent problems. ``"shared"``: one step size for the whole batch,
+            its error the RMS over every member's (torchdiffeq's and diffrax's whole-batch semantics,
+            for minibatch training): members accept and reject together and land on the save times
+            together, at the cost of per-member accuracy guarantees (the error test holds on
+            average, not per member) and of the batch's fate (a member that fails fails all).
 
     Returns:
         :class:`ODESolution`.
@@ -173,6 +181,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         raise TypeError(f"sensealg must be a pyode.sensealg object such as DirectAdjoint() or ForwardSensitivity(); "
                         f"got {type(sensealg).__name__}")
 
+    if batch_steps not in ("member", "shared"):
+        raise ValueError(f"batch_steps must be 'member' (each batch member its own steps) or 'shared' (one "
+                         f"step size for the whole batch); got {batch_steps!r}")
     if internalnorm is not None and not callable(internalnorm):
         raise TypeError(f"internalnorm must be a function of the scaled error (B, n) -> (B,); "
                         f"got {type(internalnorm).__name__}")
@@ -184,6 +195,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         if explicit_compile and compile:
             raise ValueError("compile=True applies to the native engine; drop it with backend='julia' "
                              "(DifferentialEquations.jl compiles the solve itself)")
+        if batch_steps != "member":
+            raise ValueError("batch_steps='shared' is not supported by backend='julia' (its batches are "
+                             "ensembles of independent solves); drop it or use backend='native'")
         if internalnorm is not None:
             raise ValueError("internalnorm= is not supported by backend='julia' (a Python norm would run "
                              "at every step through the bridge); drop it or use backend='native'")
@@ -210,7 +224,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     opts = SolveOptions(t0=t0, t1=t1, saveat=saveat_v, save_steps=single and saveat_v is None, dense=dense,
                         reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive, maxiters=int(maxiters),
                         dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress,
-                        controller=controller, internalnorm=internalnorm)
+                        controller=controller, internalnorm=internalnorm, shared_steps=batch_steps == "shared")
     fused = _fused_mode(compile, explicit_compile, alg, opts, sensealg)
     if fused is not None:
         from .native._fused import fused_integrate

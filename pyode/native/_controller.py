@@ -34,6 +34,22 @@ def attempt_error(att, y0: torch.Tensor, y1: torch.Tensor, reltol, abstol,
     return eest
 
 
+def shared_error(eest: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """One error for the whole batch (``batch_steps="shared"``): the RMS over the moving members of
+    their errors, which for RMS member norms is the RMS over every entry of the batch's state, as
+    torchdiffeq's norm of the whole tensor. A non-finite member makes it non-finite for all."""
+    e = torch.where(active, eest, torch.zeros_like(eest))
+    rms = (e.square().sum() / active.sum().clamp(min=1)).sqrt()
+    return torch.where(active, rms, eest)
+
+
+def shared_step(h: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """The smallest proposed step of the moving members, for all of them (the Newton-based
+    methods propose their own steps; with one shared error they differ only by their histories)."""
+    m = torch.where(active, h, torch.full_like(h, float("inf"))).min()
+    return torch.where(active, m, h)
+
+
 def controlled_step(ctrl, state, ok: torch.Tensor, rejected: torch.Tensor, finite: torch.Tensor,
                     eest: torch.Tensor, h: torch.Tensor, h_used: torch.Tensor, h_try: torch.Tensor,
                     land: torch.Tensor, newton_iters: Optional[torch.Tensor]) -> tuple:

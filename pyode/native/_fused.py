@@ -51,7 +51,7 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from .._retcode import ReturnCode
-from ._controller import attempt_error, controlled_step
+from ._controller import attempt_error, controlled_step, shared_error, shared_step
 from ._integrate import (_LAND_SLACK_ADAPTIVE, _LAND_SLACK_FIXED, _MAX_NONFINITE_STREAK, Loop, RawSolution,
                          SolveOptions, dt_floor)
 from ._saving import interpolate
@@ -335,11 +335,15 @@ class _FusedLoop:
             finite = finite & ~att.failed
         if ctrl is not None:
             eest = attempt_error(att, y, y1, self.loop.reltol, self.loop.abstol, opts.internalnorm)
+            if opts.shared_steps:
+                eest = shared_error(eest, active)
             finite = finite & torch.isfinite(eest)
             ok = active & finite & (eest <= 1.0)
             rejected = active & ~ok
             h, cstate = controlled_step(ctrl, tuple(cstate), ok, rejected, finite, eest, h, h_used, h_try, land,
                                         att.newton_iters)
+            if opts.shared_steps:
+                h = shared_step(h, active)
             streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, 0, streak))
             small = rejected & (h < dt_floor(t, dtmin))
             unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))

@@ -13,7 +13,7 @@ import torch
 
 from .._problem import check_rhs_output
 from .._retcode import ReturnCode
-from ._controller import attempt_error, controlled_step, initial_step
+from ._controller import attempt_error, controlled_step, initial_step, shared_error, shared_step
 from ._stepper import AbstractStepper, Differentiable
 from ._saving import DenseRecorder, EndRecorder, SaveatRecorder, StepRecorder
 
@@ -56,6 +56,7 @@ class SolveOptions:
     progress: bool
     controller: object                  # an AbstractController
     internalnorm: Optional[Callable] = None     # norm of the scaled error (B, n) -> (B,); None: RMS
+    shared_steps: bool = False          # one step size for the whole batch (batch_steps="shared")
 
 
 @dataclass
@@ -212,6 +213,8 @@ class Loop:
             h, _ = initial_step(f, t, y, torch.where(done[:, None], torch.zeros_like(k1), k1), direction,
                                 stepper.start_order or stepper.order, self.reltol, self.abstol, self.hmax,
                                 opts.internalnorm)
+        if opts.shared_steps:
+            h = shared_step(h, ~done)
         self.t, self.y, self.k1, self.h = t, y, k1, h
         self.retcode, self.done = retcode, done
         self.ctrl_state = self.ctrl.init_state(B, dev) if self.ctrl is not None else ()
@@ -263,6 +266,8 @@ class Loop:
                 finite = finite & ~att.failed
             if ctrl is not None:
                 eest = attempt_error(att, y, y1, reltol, abstol, opts.internalnorm)
+                if opts.shared_steps:
+                    eest = shared_error(eest, active)
                 finite = finite & torch.isfinite(eest)
                 ok = active & finite & (eest <= 1.0)
                 rejected = active & ~ok
@@ -273,6 +278,8 @@ class Loop:
                 else:
                     h, ctrl_state = controlled_step(ctrl, ctrl_state, ok, rejected, finite, eest, h, h_used, h_try,
                                                     land, att.newton_iters)
+                if opts.shared_steps:
+                    h = shared_step(h, active)
                 streak = torch.where(rejected & ~finite, streak + 1, torch.where(ok, 0, streak))
                 small = rejected & (h < dt_floor(t, opts.dtmin))
                 unstable = rejected & ~finite & (small | (streak >= _MAX_NONFINITE_STREAK))
