@@ -96,3 +96,9 @@ def test_fused_path_shares_steps_too(monkeypatch):
     assert (fused.stats.naccept == fused.stats.naccept[0]).all()
     assert torch.equal(fused.stats.naccept, ref.stats.naccept)
     assert torch.allclose(fused.u, ref.u, rtol=1e-12, atol=1e-14)
+
+
+def test_julia_engine_refuses_shared_steps_python_side():
+    """A test of the Python side only: the refusal comes before anything is sent to Julia."""
+    with pytest.raises(ValueError, match="batch_steps='shared' is not supported by backend='julia'"):
+        pyode.solve(_batch(), pyode.Tsit5(), backend="julia", batch_steps="shared")
