@@ -291,6 +291,8 @@ class _FusedLoop:
         # with one Jacobian, one factorisation and a solve per stage in every iteration
         self.step_fn = getattr(self.stepper, "fused_step", self.stepper.step)
         implicit = hasattr(self.stepper, "fused_step")
+        if implicit and not compiled:
+            self.stepper.jacobian.reverse_mode = True
         self.work_per_iteration = (int(implicit), int(implicit), stages * int(implicit))
         self.iterations = 0
 
