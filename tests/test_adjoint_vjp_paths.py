@@ -48,3 +48,26 @@ def test_every_product_route_gives_the_direct_gradient(sensealg, batch):
         assert torch.allclose(g, direct, rtol=1e-5, atol=0), (g, direct)
     # the two routes integrate the same adjoint: they agree far more closely than with Direct
     assert torch.allclose(with_jac, without_jac, rtol=1e-7, atol=0), (with_jac, without_jac)
+
+
+def test_gauss_quadrature_falls_back_node_by_node_for_an_f_vmap_cannot_run():
+    calls = {"item": 0}
+
+    def f(u, p, t):
+        # .item() cannot run under vmap: the batched quadrature must fall back, with the same result
+        calls["item"] += 1
+        return -p * u * (1.0 + 0.0 * float(u.detach().sum().item()))
+
+    def grad(sensealg, func):
+        p = torch.tensor([0.7, 1.3], dtype=torch.float64, requires_grad=True)
+        prob = pyode.ODEProblem(func, torch.tensor([1.0, 2.0], dtype=torch.float64), (0.0, 2.0), p)
+        sol = pyode.solve(prob, pyode.Tsit5(), reltol=1e-9, abstol=1e-11,
+                          saveat=torch.linspace(0.5, 2.0, 4, dtype=torch.float64), sensealg=sensealg)
+        sol.u.square().sum().backward()
+        return p.grad
+
+    plain = grad(pyode.GaussAdjoint(), lambda u, p, t: -p * u)
+    fallback = grad(pyode.GaussAdjoint(), f)
+    assert calls["item"] > 0
+    assert torch.allclose(fallback, plain, rtol=1e-10, atol=0)
+    assert torch.allclose(fallback, grad(pyode.DirectAdjoint(), lambda u, p, t: -p * u), rtol=1e-6, atol=0)

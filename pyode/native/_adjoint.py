@@ -105,6 +105,7 @@ class AdjointSystem:
         self.backsolve = backsolve
         self.adaptive_quadrature = adaptive_quadrature      # (abstol, reltol) of QuadratureAdjoint
         self.P = sum(v.numel() for v in self.values)
+        self.vmappable = True       # f runs under vmap (else the quadratures go node by node)
 
     # ---- the pieces of f the adjoint needs -------------------------------------------------------
     def _user(self, y: torch.Tensor) -> torch.Tensor:
@@ -130,6 +131,19 @@ class AdjointSystem:
             out = self.rhs(x, self.values, tt)
             (g,) = torch.autograd.grad(out, x, self._user(cot), allow_unused=True)
         return torch.zeros_like(u) if g is None else g.reshape(u.shape)
+
+    def vjp_params_many(self, u, t, cot) -> List[torch.Tensor]:
+        """``Σ_q (∂f/∂θ)ᵀ cot_q`` over ``Q`` batches of states (``u``, ``cot`` (Q, B, n), ``t`` (Q, B)),
+        summed over members too: one reverse pass through ``f`` vmapped over ``Q``."""
+        Q = u.shape[0]
+        uu = u.reshape(Q, *self.batch_shape, self.n)
+        tt = t.reshape(Q, *self.batch_shape)
+
+        def F(*vals):
+            return vmap(lambda x, s: self.rhs(x, vals, s))(uu, tt)
+
+        _, pullback = torch.func.vjp(F, *self.values)
+        return list(pullback(cot.reshape(uu.shape).to(uu.dtype)))
 
     def member_vjps(self, u, t, cot):
         """``(Jᵀ cot, (∂f_b/∂θ)ᵀ cot_b)``: (B, n) and (B, P). One member: both from one reverse
@@ -462,9 +476,29 @@ class AdjointSystem:
         return z1[:, n:2 * n], z1[:, :n]
 
     def _quadrature(self, lam_dense, fwd, mu: List[torch.Tensor]) -> None:
-        """``mu -= Σ_steps Σ_q w_q h λ(t_q)ᵀ ∂f/∂θ(u(t_q), t_q)`` (steps run backwards: ``h < 0``)."""
-        if not self.values or lam_dense is None:
+        """``mu -= Σ_steps Σ_q w_q h λ(t_q)ᵀ ∂f/∂θ(u(t_q), t_q)`` (steps run backwards: ``h < 0``):
+        every node of every adjoint step in one vmapped product, or node by node for an ``f`` that
+        cannot be vmapped."""
+        if not self.values or lam_dense is None or lam_dense.max_steps == 0:
             return
+        if self.vmappable:
+            ts, cots = [], []
+            for c, w in zip(_GL_NODES, _GL_WEIGHTS):
+                tq, lam_q, hs, exists = lam_dense.all_steps_at(c)
+                scale = torch.where(exists, w * hs, torch.zeros_like(hs)).to(lam_q.dtype)
+                ts.append(tq)
+                cots.append(torch.where(exists[..., None], lam_q, torch.zeros_like(lam_q)) * scale[..., None])
+            tq, cot = torch.cat(ts), torch.cat(cots)                  # (3S, B), (3S, B, n)
+            try:
+                grads = self.vjp_params_many(fwd.at(tq), tq, cot)
+            except RuntimeError as err:
+                if "vmap" not in str(err) and "functorch" not in str(err):
+                    raise
+                self.vmappable = False
+            else:
+                for acc, g in zip(mu, grads):
+                    acc.sub_(g)
+                return
         for s in range(lam_dense.max_steps):
             t_lo, hs, exists = lam_dense.step(s)
             for c, w in zip(_GL_NODES, _GL_WEIGHTS):

@@ -213,16 +213,31 @@ class DenseOutput:
         self.K = torch.stack([s[3] for s in steps])                       # (S, B, s+1, n)
 
     def at(self, t: torch.Tensor) -> torch.Tensor:
-        """Each member at its own time: ``t`` (B,) -> (B, n) (adjoint solves need this)."""
+        """Each member at its own times: ``t`` (B,) -> (B, n), or (Q, B) -> (Q, B, n) (adjoint
+        solves and their quadratures need this)."""
         B = self.keys.shape[0]
-        key = (self.direction * t)[:, None].contiguous()
-        pos = torch.minimum(torch.searchsorted(self.keys, key), self.last[:, None])           # (B, 1)
-        t_lo = self.T0.T.gather(1, pos)[:, 0]
-        hs = self.H.T.gather(1, pos)[:, 0]
-        step = self.order.T.gather(1, pos)[:, 0]
-        cols = torch.arange(B, device=t.device)
-        theta = (t - t_lo) / torch.where(hs != 0, hs, torch.ones_like(hs))
-        return interpolate(self.dense, theta, self.Y0[step, cols], hs, self.K[step, cols])
+        tq = t[None] if t.dim() == 1 else t                                                # (Q, B)
+        key = (self.direction * tq).T.contiguous()                                         # (B, Q)
+        pos = torch.minimum(torch.searchsorted(self.keys, key), self.last[:, None])        # (B, Q)
+        t_lo = self.T0.T.gather(1, pos)
+        hs = self.H.T.gather(1, pos)
+        step = self.order.T.gather(1, pos)
+        cols = torch.arange(B, device=t.device)[:, None].expand_as(step)
+        theta = (tq.T - t_lo) / torch.where(hs != 0, hs, torch.ones_like(hs))
+        out = interpolate(self.dense, theta, self.Y0[step, cols], hs, self.K[step, cols]).transpose(0, 1)
+        return out[0] if t.dim() == 1 else out
+
+    def all_steps_at(self, theta: float):
+        """Every member's accepted steps at fraction ``theta``: ``(t, y, signed size, exists)``, of
+        shapes (S, B), (S, B, n), (S, B), (S, B) with ``S`` = :attr:`max_steps`."""
+        S, B = self.max_steps, self.count.shape[0]
+        step = self.order[:S]
+        cols = torch.arange(B, device=step.device)[None, :].expand_as(step)
+        hs = self.H[:S]
+        th = torch.full_like(hs, theta)
+        y = interpolate(self.dense, th, self.Y0[step, cols], hs, self.K[step, cols])
+        exists = torch.arange(S, device=step.device)[:, None] < self.count[None, :]
+        return self.T0[:S] + theta * hs, y, hs, exists
 
     @property
     def max_steps(self) -> int:
