@@ -380,8 +380,6 @@ class _FusedLoop:
         for _ in range(self.chunk):
             state, record = self.iteration(state)
             records.append(record)
-        if self.chunk == 1:
-            return state, tuple(x.unsqueeze(0) for x in records[0])     # a view, where stack copies
         return state, tuple(torch.stack(column) for column in zip(*records))
 
     def forward(self) -> Tuple[tuple, _Records]:
