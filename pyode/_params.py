@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
-__all__ = ["parameter_leaves", "ParameterizedRHS"]
+__all__ = ["parameter_leaves", "ParameterizedRHS", "captures_trainable"]
 
 # A leaf is addressed by its path: a tuple of keys/indices into containers, ending for module
 # parameters with ("module", k, name) where k numbers the modules found in p.
@@ -92,3 +92,33 @@ class ParameterizedRHS:
         if not swaps:
             return self.f(u, p, t)
         return torch.func.functional_call(self.wrapper, swaps, (u, p, t))
+
+
+def captures_trainable(f, depth: int = 3) -> bool:
+    """Does ``f`` reach tensors that require grad without ``p``: a module, or a tensor, that it is,
+    is bound to, closes over, names as a global or holds as an attribute (callable wrappers followed
+    ``depth`` levels deep). A miss only costs speed: the default path then takes the reference loop,
+    and compiled Rosenbrock solves unroll more iterations per call."""
+    if isinstance(f, torch.nn.Module):
+        return any(q.requires_grad for q in f.parameters())
+    if isinstance(f, torch.Tensor):
+        return f.requires_grad
+    if depth == 0 or not callable(f) or isinstance(f, type):
+        return False
+    reached = [getattr(f, "__self__", None), getattr(f, "func", None)]
+    reached += [c.cell_contents for c in (getattr(f, "__closure__", None) or ()) if _cell_filled(c)]
+    code = getattr(f, "__code__", None)
+    if code is not None:
+        globs = getattr(f, "__globals__", {})
+        reached += [globs[name] for name in code.co_names if name in globs]
+    elif hasattr(f, "__dict__"):            # a callable object: what it holds
+        reached += list(vars(f).values())
+    return any(captures_trainable(obj, depth - 1) for obj in reached if obj is not None)
+
+
+def _cell_filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:          # a closure variable not yet assigned
+        return False
+    return True

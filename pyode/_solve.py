@@ -288,42 +288,13 @@ def _compile_mode(compile):
     return "compiled" if compile else False
 
 
-def _captures_trainable(f, depth: int = 3) -> bool:
-    """Does ``f`` reach tensors that require grad without ``p``: a module, or a tensor, that it is,
-    is bound to, closes over, names as a global or holds as an attribute (callable wrappers followed
-    ``depth`` levels deep; a miss only means the reference loop)?"""
-    if isinstance(f, torch.nn.Module):
-        return any(q.requires_grad for q in f.parameters())
-    if isinstance(f, torch.Tensor):
-        return f.requires_grad
-    if depth == 0 or not callable(f) or isinstance(f, type):
-        return False
-    reached = [getattr(f, "__self__", None), getattr(f, "func", None)]
-    reached += [c.cell_contents for c in (getattr(f, "__closure__", None) or ()) if _cell_filled(c)]
-    code = getattr(f, "__code__", None)
-    if code is not None:
-        globs = getattr(f, "__globals__", {})
-        reached += [globs[name] for name in code.co_names if name in globs]
-    elif hasattr(f, "__dict__"):            # a callable object: what it holds
-        reached += list(vars(f).values())
-    return any(_captures_trainable(obj, depth - 1) for obj in reached if obj is not None)
-
-
-def _cell_filled(cell) -> bool:
-    try:
-        cell.cell_contents
-    except ValueError:          # a closure variable not yet assigned
-        return False
-    return True
-
-
 def _auto_fused(prob: ODEProblem) -> bool:
     """The default's choice: the fused path (uncompiled) for a small differentiated solve."""
     if not torch.is_grad_enabled() or prob.u0.numel() > _AUTO_FUSED_MAX_ENTRIES:
         return False
-    from ._params import parameter_leaves
+    from ._params import captures_trainable, parameter_leaves
 
-    return (prob.u0.requires_grad or bool(parameter_leaves(prob.p)[1]) or _captures_trainable(prob.f)
+    return (prob.u0.requires_grad or bool(parameter_leaves(prob.p)[1]) or captures_trainable(prob.f)
             or any(t is not None and t.requires_grad for t in prob.time_leaves))
 
 

@@ -72,10 +72,9 @@ def _default_chunk(compiled: bool) -> int:
 def _neural(f: Callable, p) -> bool:
     """Does ``f`` evaluate a network: a module in ``p``, or one that ``f`` reaches with trainable
     parameters?"""
-    from .._params import parameter_leaves
-    from .._solve import _captures_trainable
+    from .._params import captures_trainable, parameter_leaves
 
-    return bool(parameter_leaves(p)[2]) or _captures_trainable(f)
+    return bool(parameter_leaves(p)[2]) or captures_trainable(f)
 #: the largest state for which the backward pass forms the per-step Jacobians
 _JACOBIAN_MAX_STATES = 32
 #: Compiled solves recompute their outputs compiled, with the Jacobians by forward mode, up to this
