@@ -28,13 +28,49 @@ def test_every_member_takes_the_same_steps(alg):
 
 def test_copies_of_one_problem_step_as_the_problem_alone():
     base = lotka_volterra()
-    one = pyode.solve(pyode.ODEProblem(base.f, base.u0, (0.0, 5.0), base.p), pyode.Tsit5(), reltol=1e-6, abstol=1e-8)
+    # A shared batch defaults to integral control (torchdiffeq's): the problem alone is given it too.
+    one = pyode.solve(pyode.ODEProblem(base.f, base.u0, (0.0, 5.0), base.p), pyode.Tsit5(), reltol=1e-6, abstol=1e-8,
+                      controller=pyode.IController())
     three = pyode.solve(pyode.ODEProblem(base.f, base.u0.expand(3, -1).clone(), (0.0, 5.0), base.p), pyode.Tsit5(),
                         reltol=1e-6, abstol=1e-8, batch_steps="shared")
     # RMS over identical members is each member's error (up to the rounding of sqrt(mean(e²))): the
-    # same steps and values.
+    # same starting step, steps and values.
     assert int(three.stats.naccept[0]) == int(one.stats.naccept)
     assert torch.allclose(three.u[-1], one.u[-1].expand(3, -1), rtol=1e-12, atol=0)
+
+
+def test_shared_batch_starts_and_steps_as_torchdiffeq():
+    # torchdiffeq takes the starting step's norms over the whole tensor and controls the step with
+    # integral control: on a batch whose members start apart, the shared batch's starting step is
+    # Hairer's on the whole-batch norms (not the smallest member's), and no PI ramp slows it down.
+    from pyode.native._controller import initial_step
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    u0 = torch.randn(64, 2, dtype=torch.float64)
+    f = lambda u, t: net(u)  # noqa: E731
+    t0 = torch.zeros(64, dtype=torch.float64)
+    with torch.no_grad():
+        f0 = net(u0)
+        own, _ = initial_step(f, t0, u0, f0, 1.0, 5, 1e-5, 1e-7, torch.tensor(1.0, dtype=torch.float64))
+        shared, _ = initial_step(f, t0, u0, f0, 1.0, 5, 1e-5, 1e-7, torch.tensor(1.0, dtype=torch.float64),
+                                 shared=torch.ones(64, dtype=torch.bool))
+        # the whole-batch formula, written out as torchdiffeq's _select_initial_step computes it
+        sk = 1e-7 + 1e-5 * u0.abs()
+        rms = lambda x: (x / sk).square().mean().sqrt()  # noqa: E731
+        d0, d1 = rms(u0), rms(f0)
+        h0 = 0.01 * d0 / d1
+        d2 = rms(net(u0 + h0 * f0) - f0) / h0
+        h1 = (0.01 / max(d1, d2)) ** (1 / 6)
+        expected = min(100 * h0, h1)
+    assert torch.allclose(shared, torch.full_like(shared, float(expected)), rtol=1e-12)
+    assert float(shared[0]) > float(own.min())
+    with torch.no_grad():
+        sol = pyode.solve(pyode.ODEProblem(lambda u, p, t: net(u), u0, (0.0, 1.0)), pyode.Tsit5(),
+                          reltol=1e-5, abstol=1e-7, batch_steps="shared")
+        pi = pyode.solve(pyode.ODEProblem(lambda u, p, t: net(u), u0, (0.0, 1.0)), pyode.Tsit5(),
+                         reltol=1e-5, abstol=1e-7, batch_steps="shared", controller=pyode.PIController())
+    assert int(sol.stats.naccept[0]) < int(pi.stats.naccept[0])
 
 
 def test_shared_error_is_the_rms_over_members():

@@ -81,17 +81,21 @@ def apply_internalnorm(internalnorm: Callable, r: torch.Tensor) -> torch.Tensor:
 
 
 def initial_step(f, t0, y0, f0, direction: float, order: int, reltol, abstol, hmax,
-                 internalnorm: Optional[Callable] = None) -> tuple:
+                 internalnorm: Optional[Callable] = None, shared: Optional[torch.Tensor] = None) -> tuple:
     """Hairer's starting step size (Solving ODEs I, Sec. II.4), per member; returns ``(h, nf)``.
 
     ``h`` is a positive float64 tensor of shape ``(B,)``; one extra evaluation of ``f`` is made.
+    ``shared``: the members that share one step size (``batch_steps="shared"``); their norms are
+    then taken over the whole batch, as torchdiffeq takes them over the whole tensor, rather than
+    the smallest of their own starting steps.
     """
     with torch.no_grad():
         sk = abstol + reltol * y0.abs()
 
         def rms(x):
             r = (x / sk).to(torch.float64)
-            return _rms(r) if internalnorm is None else apply_internalnorm(internalnorm, r)
+            e = _rms(r) if internalnorm is None else apply_internalnorm(internalnorm, r)
+            return e if shared is None else shared_error(e, shared)
 
         d0, d1 = rms(y0), rms(f0)
         h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp(min=1e-300))

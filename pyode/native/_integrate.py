@@ -212,7 +212,7 @@ class Loop:
         else:
             h, _ = initial_step(f, t, y, torch.where(done[:, None], torch.zeros_like(k1), k1), direction,
                                 stepper.start_order or stepper.order, self.reltol, self.abstol, self.hmax,
-                                opts.internalnorm)
+                                opts.internalnorm, ~done if opts.shared_steps else None)
         if opts.shared_steps:
             h = shared_step(h, ~done)
         self.t, self.y, self.k1, self.h = t, y, k1, h

@@ -24,8 +24,10 @@ def interpolate(dense: torch.Tensor, theta: torch.Tensor, y0: torch.Tensor, hs: 
     Arguments: ``dense`` (s+1, D) polynomial coefficients of θ¹..θᴰ; ``theta`` (...,); ``y0`` (..., n);
     ``hs`` (...,) signed step; ``K`` (..., s+1, n) stage derivatives followed by ``f(t1, y1)``.
     """
-    exponents = torch.arange(1, dense.shape[1] + 1, dtype=dense.dtype, device=dense.device)
-    powers = theta.to(dense.dtype).unsqueeze(-1).pow(exponents)          # (..., D)
+    # θ¹..θᴰ by a running product: a tensor-exponent pow costs ~10x more (133 against 11 µs for 4096
+    # members on the CPU), and every save point of a large batch pays it.
+    th = theta.to(dense.dtype).unsqueeze(-1)
+    powers = th.expand(*th.shape[:-1], dense.shape[1]).cumprod(-1)       # (..., D)
     P = (powers @ dense.T).to(y0.dtype)                                   # (..., s+1)
     return y0 + hs.to(y0.dtype)[..., None] * (P.unsqueeze(-2) @ K).squeeze(-2)
 
@@ -88,10 +90,11 @@ class SaveatRecorder:
         J = torch.stack([j for _, j, _ in self.events])                   # (E, B) save index
         M = torch.stack([m for _, _, m in self.events])                   # (E, B) written?
         event = torch.arange(E, device=V.device)[:, None].expand(E, B)
-        cols = torch.arange(B, device=V.device)[None, :].expand(E, B)
-        idx = torch.full((self.T, B), E, dtype=torch.long, device=V.device)
-        idx[J[M], cols[M]] = event[M]                                      # each (j, b) written once
-        out = V.gather(0, idx[:, :, None].expand(self.T, B, n))
+        # each (j, b) is written once; unwritten events go to a spare row T, dropped (a scatter: boolean
+        # indexing of (E, B) costs 5x more at B = 4096)
+        idx = torch.full((self.T + 1, B), E, dtype=torch.long, device=V.device)
+        idx.scatter_(0, torch.where(M, J, self.T), event)
+        out = V.gather(0, idx[:self.T, :, None].expand(self.T, B, n))
         if single:
             reached = int(self.next[0])
             return self.ts[:reached], out[:reached]
