@@ -15,6 +15,9 @@ pyode Rodas5P / FBDF against scipy LSODA / BDF / Radau; time, steps, evaluations
 against a tight scipy Radau reference.
 Case 3: a batch of 4096 states through a 2-64-64-2 tanh MLP (float32, rtol 1e-5, atol 1e-7; the
 setup of benchmarks/run.py's case 2): forward and forward + gradient time, evaluations, errors.
+Case 4: training epochs of Kim et al.'s ROBER network (`pyode demo robertson --model mlp`: 6x5 GELU
+in scaled species, Rodas5P, DirectAdjoint, AdamW) at reltol 1e-3 and 1e-6: pyode's default path,
+compile=False and compile=True (no peer has a stiff solver in PyTorch); ms per epoch, first call.
 
 See the section "Speed" in benchmarks/README.md for every column.
 """
@@ -591,8 +594,92 @@ def case_batch(args, timer):
 
 
 # ----------------------------------------------------------------------------------------------
+# case 4: Kim et al.'s ROBER network, training epochs through Rodas5P
+# ----------------------------------------------------------------------------------------------
+
+def case_kim(args):
+    """Training epochs of ``pyode demo robertson --model mlp``: Kim et al.'s 6x5 GELU network in
+    scaled species, Rodas5P, DirectAdjoint, AdamW with the gradient rescaled to norm 1. No peer
+    has a stiff solver in PyTorch, so the rows are pyode's paths."""
+    from pyode.data import generate_data
+    from pyode.nn import NeuralODE, SpeciesScaling, mlp
+    from pyode.problems import robertson
+
+    times = torch.logspace(-5, 5, 50, dtype=torch.float64)
+    series = generate_data(robertson(), pyode.Rodas5P(), times, noise=0.0, seed=0, names=["A", "B", "C"])
+    train = torch.arange(50) % 5 != 4          # the demo's split: every fifth time held out
+    t_train, u_train = series.t[train], series.u[train]
+    yscale = u_train.abs().max(0).values
+    results = []
+    for rtol, atol in ((1e-3, 1e-6), (1e-6, 1e-12)):
+        title = (f"Case 4: Kim et al.'s ROBER network (6x5 GELU in scaled species), Rodas5P + DirectAdjoint, "
+                 f"{int(train.sum())} log-spaced times 1e-5..1e5, reltol={rtol:g} abstol={atol:g}, AdamW "
+                 f"(gradient rescaled to norm 1), {args.kim_epochs} timed epochs from the seeded network")
+        print(f"\n{title}", flush=True)
+        rows = []
+        for label, compile_ in (("default", None), ("compile=False", False), ("compile=True", True)):
+            if compile_ is True and args.no_compile:
+                continue
+            torch.manual_seed(args.seed)
+            net = SpeciesScaling(mlp(3, 3, width=5, depth=6, activation="gelu"), yscale, 1e5)
+            kw = {} if compile_ is None else dict(compile=compile_)
+            node = NeuralODE(net, (float(t_train[0]), float(t_train[-1])), pyode.Rodas5P(), saveat=t_train,
+                             reltol=rtol, abstol=atol, maxiters=20_000, **kw)
+            opt = torch.optim.AdamW(net.parameters(), lr=5e-3, weight_decay=1e-2)
+
+            def epoch():
+                opt.zero_grad()
+                sol = node(u_train[0])
+                loss = ((sol.u - u_train).abs() / yscale).mean()
+                loss.backward()
+                with torch.no_grad():
+                    g = torch.sqrt(sum(q.grad.pow(2).sum() for q in net.parameters()))
+                    for q in net.parameters():
+                        q.grad /= g
+                opt.step()
+                return float(loss), int(sol.stats.naccept + sol.stats.nreject)
+
+            try:
+                t = time.perf_counter()
+                epoch()                                    # the first epoch (compiles, for compile=True)
+                first_s = time.perf_counter() - t
+                times_s, steps, losses = [], [], []
+                for _ in range(args.kim_epochs):
+                    t = time.perf_counter()
+                    loss, n = epoch()
+                    times_s.append(time.perf_counter() - t)
+                    steps.append(n)
+                    losses.append(loss)
+            except Exception as e:
+                failed(f"case 4: pyode {label}", e, args)
+                continue
+            row = dict(library="pyode", method=f"Rodas5P {label}", times_s=times_s, first_s=first_s,
+                       mean_s=statistics.fmean(times_s), median_s=statistics.median(times_s),
+                       steps_mean=statistics.fmean(steps), loss_first=losses[0], loss_last=losses[-1])
+            rows.append(row)
+            print(f"    pyode       Rodas5P {label:<14} {row['mean_s'] * 1e3:8.1f} ms/epoch  first {first_s:.2f} s  "
+                  f"steps {row['steps_mean']:.1f}", flush=True)
+        results.append(dict(name="kim", key="4", title=title, rtol=rtol, atol=atol, rows=rows))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
 # tables
 # ----------------------------------------------------------------------------------------------
+
+def table_kim(case):
+    rows = case["rows"]
+    base = next((r for r in rows if r["method"].endswith("default")), None)
+    out = [case["title"]]
+    hdr = (f"  {'library':<12}{'method':<24}{'ms/epoch':>9}{'median':>8}{'t/default':>10}{'first call s':>13}"
+           f"{'steps':>7}{'loss first':>12}{'loss last':>11}")
+    out += [hdr, "  " + "-" * (len(hdr) - 2)]
+    for r in rows:
+        out.append(f"  {r['library']:<12}{r['method']:<24}{r['mean_s'] * 1e3:9.1f}{r['median_s'] * 1e3:8.1f}"
+                   f"{ratio(r['mean_s'], base and base['mean_s']):>10}{r['first_s']:13.2f}{r['steps_mean']:7.1f}"
+                   f"{r['loss_first']:12.4g}{r['loss_last']:11.4g}")
+    return "\n".join(out)
+
 
 def ratio(a, b, fmt=".2f"):
     return "-" if a is None or b is None or b == 0 else format(a / b, fmt)
@@ -686,7 +773,7 @@ def parse_args(argv=None):
                     help="20 instead of 100 training iterations in case 1, 3 instead of 7 timed repeats")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--threads", type=int, default=1, help="torch, BLAS and XLA threads (default 1)")
-    ap.add_argument("--cases", default="1,2,3", help="comma list of cases (default 1,2,3)")
+    ap.add_argument("--cases", default="1,2,3,4", help="comma list of cases (default 1,2,3,4)")
     ap.add_argument("--out", default=None,
                     help="JSON file (default benchmarks/results/speed-<full|quick>-<device>.json)")
     ap.add_argument("--repeats", type=int, default=None, help="cases 2, 3: timed runs (default 7, --quick 3)")
@@ -701,7 +788,8 @@ def parse_args(argv=None):
                     help="case 1: step cap per solve (pyode maxiters, torchdiffeq max_num_steps per output "
                          "interval, torchode max_steps; diffrax max_steps 4096), so that a diverging run fails "
                          "instead of running away")
-    ap.add_argument("--seed", type=int, default=0, help="case 1: seed of the network and of the windows")
+    ap.add_argument("--seed", type=int, default=0, help="cases 1, 4: seed of the networks (and of case 1's windows)")
+    ap.add_argument("--kim-epochs", type=int, default=None, help="case 4: timed epochs (default 60, --quick 20)")
     ap.add_argument("--spiral-rtol", type=float, default=1e-7)
     ap.add_argument("--spiral-atol", type=float, default=1e-9)
     ap.add_argument("--rober-rtol", type=float, default=1e-6)
@@ -718,9 +806,10 @@ def parse_args(argv=None):
     args.repeats = args.repeats or (3 if args.quick else 7)
     args.min_time = args.min_time if args.min_time is not None else (0.2 if args.quick else 0.5)
     args.iterations = args.iterations or (20 if args.quick else 100)
+    args.kim_epochs = args.kim_epochs or (20 if args.quick else 60)
     args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
-    if not args.cases <= {"1", "2", "3"}:
-        ap.error(f"--cases: unknown case(s) {sorted(args.cases - {'1', '2', '3'})}")
+    if not args.cases <= {"1", "2", "3", "4"}:
+        ap.error(f"--cases: unknown case(s) {sorted(args.cases - {'1', '2', '3', '4'})}")
     args.spiral = {s.strip() for s in args.spiral.split(",") if s.strip()}
     if not args.spiral <= {"traj", "windows"}:
         ap.error("--spiral: variants are traj and windows")
@@ -793,7 +882,7 @@ def main(argv=None):
     t_start = time.perf_counter()
     cases = []
     for key, fn in (("1", lambda: case_spiral(args)), ("2", lambda: case_robertson(args, timer)),
-                    ("3", lambda: case_batch(args, timer))):
+                    ("3", lambda: case_batch(args, timer)), ("4", lambda: case_kim(args))):
         if key in args.cases:
             try:
                 cases += fn()
@@ -809,7 +898,7 @@ def main(argv=None):
     for case in cases:
         print()
         print({"spiral_trajectory": table_spiral, "spiral_windows": table_spiral, "robertson": table_robertson,
-               "neural_batch": table_batch}[case["name"]](case))
+               "neural_batch": table_batch, "kim": table_kim}[case["name"]](case))
     if R.NOTES:
         print("\nNotes:")
         for line in R.NOTES:

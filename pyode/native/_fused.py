@@ -54,6 +54,7 @@ from .._retcode import ReturnCode
 from ._controller import attempt_error, controlled_step, shared_error, shared_step
 from ._integrate import (_LAND_SLACK_ADAPTIVE, _LAND_SLACK_FIXED, _MAX_NONFINITE_STREAK, Loop, RawSolution,
                          SolveOptions, dt_floor)
+from ._fused_scalar import scalar_control_applies, scalar_forward
 from ._saving import interpolate
 
 __all__ = ["fused_integrate", "fused_unsupported", "DEFAULT_CHUNK"]
@@ -278,6 +279,14 @@ class _Records:
     ok: torch.Tensor        # accepted
 
 
+def _moving(records: _Records) -> _Records:
+    """The records up to the last iteration in which a member moved: iterations after the last
+    accepted step (the end of the last chunk) move nobody."""
+    moved = torch.nonzero(records.ok.any(1))
+    keep = int(moved[-1]) + 1 if moved.numel() else 1
+    return _Records(*(x[:keep] for x in (records.t, records.hs, records.t_end, records.y, records.ok)))
+
+
 class _FusedLoop:
     """One solve on the fused path; the setup (first step size, stops, controller) is the reference
     loop's own, so both start from identical values."""
@@ -399,6 +408,9 @@ class _FusedLoop:
         compiled_run = None
         if self.compiled and self.kind() in _EAGER_KINDS:
             self.compiled, self.chunk = False, 1
+        if scalar_control_applies(self):
+            state, columns = scalar_forward(self)
+            return state, _moving(_Records(*columns))
         if self.compiled:
             # Compiled once per kind of solve and reused by later solves of that kind (dynamo guards
             # on the values it read, not on this object). The wrapper itself is made once too:
@@ -445,11 +457,7 @@ class _FusedLoop:
             records = _Records(times, times, times, self.loop.y.new_zeros(0, self.B, self.n),
                                torch.zeros(0, self.B, dtype=torch.bool, device=self.loop.dev))
         else:
-            records = _Records(*(torch.cat(c) for c in zip(*chunks)))
-            # Iterations after the last accepted step (the end of the last chunk) move nobody.
-            moved = torch.nonzero(records.ok.any(1))
-            keep = int(moved[-1]) + 1 if moved.numel() else 1
-            records = _Records(*(x[:keep] for x in (records.t, records.hs, records.t_end, records.y, records.ok)))
+            records = _moving(_Records(*(torch.cat(c) for c in zip(*chunks))))
         return state, records
 
     def _fall_back_to_eager(self, err: _PythonStateChanged) -> None:
