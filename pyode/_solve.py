@@ -84,7 +84,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             parallel in time. Explicit Runge-Kutta and Rosenbrock methods (Jacobian by AD or
             ``jac``), with ``saveat`` or ``dense=False`` and the default ``sensealg``; the same steps
             and results as ``False`` up to round-off. The first solve compiles (10-40 s for an
-            explicit method, about 1 min for Rodas5P on an analytic ``f``, 25 s through a small
+            explicit method, about 30 s for Rodas5P on an analytic ``f``, 25 s through a small
             network); later solves with the same method, ``f`` and shapes reuse it. ``f`` must be traceable (no ``.item()``, no data-dependent Python branches,
             side effects run once per compiled call). ``False``: the reference loop. Default
             (not given): the fused path without ``torch.compile`` for small differentiated solves

@@ -63,6 +63,12 @@ __all__ = ["fused_integrate", "fused_unsupported", "DEFAULT_CHUNK"]
 #: (0.1-0.3 ms measured) against iterations wasted after the last member finished and against
 #: compile time, which grows with it
 DEFAULT_CHUNK = 8
+#: Rosenbrock iterations per call: the compile time grows with the unrolled iterations, a Jacobian and
+#: eight stage solves each. Robertson on its analytic f (to 1e11, reltol 1e-6, cold cache): 1 -> 12 s
+#: to compile, 8.9 ms per solve; 2 -> 20 s, 9.5 ms; 4 -> 32 s, 5.5 ms; 8 -> 61 s, 3.6 ms. Through a
+#: network every iteration traces its layers 9 times: Kim et al.'s ROBER network took 212 s to compile
+#: 8 iterations and 23 s for one, at the same time per epoch (22.7 against 22.5 ms).
+_ROSENBROCK_CHUNK = 4
 _NEURAL_ROSENBROCK_CHUNK = 1
 
 
@@ -488,12 +494,8 @@ def fused_integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callabl
     whose ``u`` carries the ``DirectAdjoint`` gradient when autograd is on. ``chunk``: iterations per
     call (default :data:`DEFAULT_CHUNK` compiled, 1 eager, where nothing amortises a longer one)."""
     fl = _FusedLoop(f_user, u0, p, make_stepper, opts, batch_shape, compiled, chunk or _default_chunk(compiled))
-    if chunk is None and compiled and fl.work_per_iteration[0] and _neural(f_user, p):
-        # A Rosenbrock iteration through a network traces its layers 9 times (8 stages and the
-        # Jacobian): unrolling 8 iterations took Kim et al.'s ROBER network 212 s to compile, one
-        # iteration 23 s, at the same time per epoch (22.7 against 22.5 ms). Analytic right-hand
-        # sides keep 8 (Robertson: 58 s to compile, 2.2 ms per solve; one iteration: 12 s, 8.9 ms).
-        fl.chunk = _NEURAL_ROSENBROCK_CHUNK
+    if chunk is None and compiled and fl.work_per_iteration[0]:
+        fl.chunk = min(fl.chunk, _NEURAL_ROSENBROCK_CHUNK if _neural(f_user, p) else _ROSENBROCK_CHUNK)
     state, rec = fl.forward()
     t, y_last, _, h, done, retcode, _, naccept, nreject = state[:9]
     ts, u = _Outputs(fl, rec, u0, retcode, y_last).build()
