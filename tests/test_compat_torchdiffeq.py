@@ -181,7 +181,10 @@ def test_float32_state_runs_torchdiffeqs_rtol_as_given():
         with torch.no_grad():
             out = tdq.odeint(g, y0, tt, method="bosh3")
         runs[name] = (n[0], float((out.double() - ref).abs().max()))
-    assert runs["float32"][0] == runs["float64"][0]
+    # The same steps up to the round-off of a float32 state in the error estimates (the fused loop's
+    # order of operations costs the float64 run 4 more evaluations: 741 against 737); rtol
+    # raised to float32's floor would take 40 % fewer.
+    assert abs(runs["float32"][0] - runs["float64"][0]) <= 0.01 * runs["float64"][0]
     assert runs["float32"][1] < 2 * runs["float64"][1] + 1e-6
     n_calls = [0]
     f32.register_forward_hook(lambda *_: n_calls.__setitem__(0, n_calls[0] + 1))
