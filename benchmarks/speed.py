@@ -186,8 +186,13 @@ def train_torch(args, net0, setup, solve_fn):
         return float(loss.detach()), nfe
 
     net = copy.deepcopy(net0)
+    first_s = None
     for y0, target in batches[args.iterations:]:           # warm-up batches are the extra ones at the end
+        sync(dev)
+        t = time.perf_counter()
         iteration(net, y0, target)
+        sync(dev)
+        first_s = time.perf_counter() - t if first_s is None else first_s
     net = copy.deepcopy(net0)
     times, nfes, losses = [], [], []
     for y0, target in batches[:args.iterations]:
@@ -198,7 +203,7 @@ def train_torch(args, net0, setup, solve_fn):
         times.append(time.perf_counter() - t)
         nfes.append(nfe)
         losses.append(loss)
-    return times, nfes, losses
+    return times, nfes, losses, first_s
 
 
 def train_diffrax(args, net0, setup):
@@ -234,7 +239,7 @@ def train_diffrax(args, net0, setup):
         times.append(time.perf_counter() - t)
         nfes.append(diffrax_nfe(nsteps))
         losses.append(float(loss))
-    return times, nfes, losses, compile_s
+    return times, nfes, losses, None, compile_s
 
 
 def case_spiral(args):
@@ -260,8 +265,10 @@ def case_spiral(args):
                        mean_s=statistics.fmean(times), median_s=statistics.median(times),
                        nfe_mean=statistics.fmean(nfes), nfe_min=min(nfes), nfe_max=max(nfes),
                        s_per_nfe=sum(times) / sum(nfes), loss_first=losses[0], loss_last=losses[-1])
-            if len(out) > 3:
-                row["compile_s"] = out[3]
+            if len(out) > 3 and out[3] is not None:
+                row["first_s"] = out[3]         # the first (warm-up) iteration: first-call latency
+            if len(out) > 4:
+                row["compile_s"] = out[4]
             rows.append(row)
             print(f"    {library:<11} {method:<14} {row['mean_s'] * 1e3:8.1f} ms/iter  "
                   f"NFE/iter {row['nfe_mean']:6.1f}  "
@@ -701,6 +708,8 @@ def table_spiral(case):
                    f"{r['loss_first']:12.4g}{r['loss_last']:11.4g}")
         if "compile_s" in r:
             out.append(f"  {'':<26}(compile + first iteration {r['compile_s']:.1f} s, not included)")
+        elif "first_s" in r:
+            out.append(f"  {'':<26}(first iteration, warm-up: {r['first_s'] * 1e3:.1f} ms)")
     return "\n".join(out)
 
 
