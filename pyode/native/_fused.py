@@ -496,6 +496,11 @@ def fused_integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callabl
     fl = _FusedLoop(f_user, u0, p, make_stepper, opts, batch_shape, compiled, chunk or _default_chunk(compiled))
     if chunk is None and compiled and fl.work_per_iteration[0]:
         fl.chunk = min(fl.chunk, _NEURAL_ROSENBROCK_CHUNK if _neural(f_user, p) else _ROSENBROCK_CHUNK)
+    if chunk is None and compiled and fl.B * fl.n > _COMPILED_OUTPUTS_MAX_ELEMENTS:
+        # Arithmetic-bound: a call's overhead is small beside one iteration, and a chunk's iterations
+        # past the last step cost whole-batch evaluations (batch 4096 through an MLP: 3 steps in
+        # chunks of 8 made 50 evaluations instead of 20).
+        fl.chunk = 1
     state, rec = fl.forward()
     t, y_last, _, h, done, retcode, _, naccept, nreject = state[:9]
     ts, u = _Outputs(fl, rec, u0, retcode, y_last).build()
