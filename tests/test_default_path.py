@@ -43,8 +43,11 @@ def test_choice(paths):
     ts = torch.linspace(0.0, 5.0, 6, dtype=torch.float64)
     net = torch.nn.Linear(2, 2).double()
     closure = lambda u, p, t: base.f(u, p, t) + 1e-3 * net(u)          # noqa: E731
+    rob = robertson()
     cases = [
-        ("no gradient", _lv(), None),
+        # one problem with an explicit method: fused for its control in Python floats, gradient or not
+        ("no gradient, one problem, explicit", _lv(), "fused"),
+        ("no gradient, a batch", _lv(u0=base.u0.expand(3, 2).clone()), None),
         ("u0 requires grad", _lv(u0=base.u0.clone().requires_grad_()), "fused"),
         ("p requires grad", _lv(p=base.p.clone().requires_grad_()), "fused"),
         ("a module in the closure", pyode.ODEProblem(closure, base.u0, (0.0, 5.0), base.p), "fused"),
@@ -57,7 +60,10 @@ def test_choice(paths):
         assert paths == ([expected] if expected else []), what
     paths.clear()
     with torch.no_grad():
-        pyode.solve(_lv(p=base.p.clone().requires_grad_()), pyode.Tsit5(), saveat=ts)
+        pyode.solve(_lv(p=base.p.clone().requires_grad_(), u0=base.u0.expand(2, 2).clone()), pyode.Tsit5(), saveat=ts)
+    assert paths == []
+    # no gradient, one problem, a Rosenbrock method: the reference loop (no gain there)
+    pyode.solve(pyode.ODEProblem(rob.f, rob.u0, (0.0, 1.0), rob.p, jac=rob.jac), pyode.Rodas5P(), saveat=[1.0])
     assert paths == []
     # Not for the fused path's exclusions (dense output, another sensealg, an implicit method).
     for kwargs in ({}, {"saveat": ts, "sensealg": pyode.GaussAdjoint()}):
