@@ -214,6 +214,8 @@ class DenseOutput:
         self.last = (self.count - 1).clamp(min=0)
         self.Y0 = torch.stack([s[2] for s in steps])                      # (S, B, n)
         self.K = torch.stack([s[3] for s in steps])                       # (S, B, s+1, n)
+        # member-major copies for at(), which adjoint solves call at every stage
+        self._T0_b, self._H_b, self._order_b = (x.T.contiguous() for x in (self.T0, self.H, order))
 
     def at(self, t: torch.Tensor) -> torch.Tensor:
         """Each member at its own times: ``t`` (B,) -> (B, n), or (Q, B) -> (Q, B, n) (adjoint
@@ -222,9 +224,9 @@ class DenseOutput:
         tq = t[None] if t.dim() == 1 else t                                                # (Q, B)
         key = (self.direction * tq).T.contiguous()                                         # (B, Q)
         pos = torch.minimum(torch.searchsorted(self.keys, key), self.last[:, None])        # (B, Q)
-        t_lo = self.T0.T.gather(1, pos)
-        hs = self.H.T.gather(1, pos)
-        step = self.order.T.gather(1, pos)
+        t_lo = self._T0_b.gather(1, pos)
+        hs = self._H_b.gather(1, pos)
+        step = self._order_b.gather(1, pos)
         cols = torch.arange(B, device=t.device)[:, None].expand_as(step)
         theta = (tq.T - t_lo) / torch.where(hs != 0, hs, torch.ones_like(hs))
         out = interpolate(self.dense, theta, self.Y0[step, cols], hs, self.K[step, cols]).transpose(0, 1)
