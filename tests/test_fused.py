@@ -656,3 +656,21 @@ def test_compiled_chunk_is_one_iteration_for_rosenbrock_through_a_network(monkey
         with pytest.raises(Stop):
             solve(prob, alg, saveat=[1.0], compile=True)
         assert seen[-1] == expected, (alg, expected, seen)
+
+
+def test_a_new_tolerance_does_not_recompile(monkeypatch):
+    """Tolerances enter the compiled chunk as tensors: as Python floats, dynamo specialised the chunk
+    on them, and every solve at a new tolerance recompiled (19 s for HIRES with Rodas5P)."""
+    import torch._dynamo.utils as dynamo_utils
+
+    import pyode.native._fused as F
+    monkeypatch.setattr(F, "DEFAULT_CHUNK", 1)      # one iteration per call: the cheapest compiles
+    prob = ODEProblem(lambda u, p, t: -1.5 * u + 0.1 * u ** 2, torch.ones(2, dtype=torch.float64), (0.0, 3.0))
+    solve(prob, pyode.Tsit5(), saveat=[3.0], reltol=1e-6, abstol=1e-9, compile=True)
+    graphs = dynamo_utils.counters["stats"]["unique_graphs"]
+    for rtol, atol in ((1e-8, 1e-11), (3e-5, 1e-7)):
+        sol = solve(prob, pyode.Tsit5(), saveat=[3.0], reltol=rtol, abstol=atol, compile=True)
+        ref = solve(prob, pyode.Tsit5(), saveat=[3.0], reltol=rtol, abstol=atol, compile=False)
+        assert int(sol.stats.naccept) == int(ref.stats.naccept)
+        torch.testing.assert_close(sol.u, ref.u, rtol=1e-12, atol=1e-14)
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs

@@ -310,6 +310,9 @@ class _FusedLoop:
         # Everything that varies between solves enters the chunk as a tensor, not as a Python
         # number a compiled chunk would be specialised on.
         self.stops = loop.stops
+        # tolerances as tensors too: as Python floats every new tolerance recompiled the chunk
+        self.reltol, self.abstol = (torch.as_tensor(tol, dtype=torch.float64, device=dev)
+                                    for tol in (loop.reltol, loop.abstol))
         self.dtmin = torch.tensor(opts.dtmin, dtype=torch.float64, device=dev)
         self.maxiters = torch.tensor(opts.maxiters, dtype=torch.long, device=dev)
         # the stages after the first, and f at the accepted state when the last stage is not it
@@ -364,7 +367,7 @@ class _FusedLoop:
         if att.failed is not None:
             finite = finite & ~att.failed
         if ctrl is not None:
-            eest = attempt_error(att, y, y1, self.loop.reltol, self.loop.abstol, opts.internalnorm)
+            eest = attempt_error(att, y, y1, self.reltol, self.abstol, opts.internalnorm)
             if opts.shared_steps:
                 eest = shared_error(eest, active)
             finite = finite & torch.isfinite(eest)
