@@ -644,7 +644,7 @@ def case_kim(args):
                     for q in net.parameters():
                         q.grad /= g
                 opt.step()
-                return float(loss), int(sol.stats.naccept + sol.stats.nreject)
+                return float(loss.detach()), int(sol.stats.naccept + sol.stats.nreject)
 
             try:
                 t = time.perf_counter()
