@@ -28,6 +28,10 @@ solution (``DirectAdjoint``: backpropagation through the solver), assembled in a
 For states larger than :data:`_JACOBIAN_MAX_STATES` the ``J_r`` would cost more than they save; the
 recursion then takes one vector-Jacobian product per record instead.
 
+Uncompiled, one problem on the CPU runs the same iteration with its control in Python floats
+(:mod:`._fused_scalar`): there the control's one-element tensor operations would cost more than
+the step's arithmetic.
+
 Rosenbrock methods take :meth:`RosenbrockStepper.fused_step`: the Jacobian formed afresh in every
 iteration (the reference reuses it after a rejection: the same values) and, up to
 :data:`._small_lu.SMALL_LU_MAX` species, the iteration matrix factorised by LU written out in
