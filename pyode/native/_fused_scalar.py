@@ -55,7 +55,7 @@ def scalar_forward(fl: "_FusedLoop") -> Tuple[tuple, tuple]:
         qold = float(lp.ctrl_state[0][0])
     # calls of f per step: the stages after the first (whose last is f at y1 for FSAL methods)
     fsal = fl.stepper.tableau.fsal
-    stage_calls = fl.evals_per_iteration - (0 if fsal else 1)
+    stage_calls = len(fl.stepper.c) - 1
 
     def as_t(x: float) -> torch.Tensor:
         return torch.tensor([x], dtype=torch.float64)
