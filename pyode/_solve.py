@@ -380,8 +380,8 @@ def _default_controller(alg: AbstractAlgorithm, shared: bool = False) -> Abstrac
     KenCarp4/Kvaerno5 to PI control; with pyode's Jacobian reuse the predictive controller takes
     30-40% fewer steps on ROBER with the ESDIRK methods, so it is their default here too.
     A shared-step batch follows torchdiffeq's and diffrax's defaults, integral control: the PI
-    gains grow a step at most ~1.5x while the errors stay small, which a batch of 4096 through an
-    MLP paid with 7 steps instead of 3 (benchmarks/speed.py, case 3).
+    gains grow a step slowly while the errors stay small (by design: smooth step sequences), which
+    a batch of 4096 through an MLP paid with 7 steps instead of 3 (benchmarks/speed.py, case 3).
     """
     if isinstance(alg, (AbstractESDIRK, RadauIIA5)):
         return PredictiveController()
