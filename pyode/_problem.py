@@ -91,6 +91,9 @@ class ODEProblem:
         p: parameters handed to ``f`` unchanged: a tensor, a tuple/list/dict of tensors, an
             ``nn.Module`` or ``None``.
         jac: optional Jacobian ``jac(u, p, t) -> (*batch, n, n)`` (used by stiff algorithms).
+        tgrad: optional time derivative ``tgrad(u, p, t) -> ∂f/∂t`` of shape ``(*batch, n)``, used
+            with ``jac`` by Rosenbrock methods (as ODEFunction's ``tgrad``); without it they take
+            ``∂f/∂t`` by forward-mode automatic differentiation.
 
     Raises:
         TypeError / ValueError naming the argument when ``f``/``jac`` are not callable, ``u0`` is
@@ -102,6 +105,7 @@ class ODEProblem:
     tspan: Tuple[float, float]
     p: Any = None
     jac: Optional[Callable] = None
+    tgrad: Optional[Callable] = None
     # (t0, t1) as tensors where they require grad, else None: the floats in ``tspan`` drive the solve.
     time_leaves: Tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = field(
         init=False, repr=False, default=(None, None))
@@ -111,6 +115,8 @@ class ODEProblem:
             raise TypeError(f"f must be callable as f(u, p, t); got {type(self.f).__name__}")
         if self.jac is not None and not callable(self.jac):
             raise TypeError(f"jac must be callable as jac(u, p, t) or None; got {type(self.jac).__name__}")
+        if self.tgrad is not None and not callable(self.tgrad):
+            raise TypeError(f"tgrad must be callable as tgrad(u, p, t) or None; got {type(self.tgrad).__name__}")
         object.__setattr__(self, "u0", _as_state(self.u0))
         object.__setattr__(self, "time_leaves", _time_leaves(self.tspan))
         object.__setattr__(self, "tspan", _as_tspan(self.tspan))
@@ -122,7 +128,7 @@ class ODEProblem:
     def remake(self, **changes) -> "ODEProblem":
         """A copy with some fields replaced (as SciML's ``remake``)."""
         tspan = tuple(leaf if leaf is not None else t for leaf, t in zip(self.time_leaves, self.tspan))
-        fields = dict(f=self.f, u0=self.u0, tspan=tspan, p=self.p, jac=self.jac)
+        fields = dict(f=self.f, u0=self.u0, tspan=tspan, p=self.p, jac=self.jac, tgrad=self.tgrad)
         unknown = set(changes) - set(fields)
         if unknown:
             raise TypeError(f"remake got unknown field(s) {sorted(unknown)}; fields are {sorted(fields)}")

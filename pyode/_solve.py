@@ -408,7 +408,8 @@ def _native_stepper(alg: AbstractAlgorithm, rhs, prob: ODEProblem, reltol, absto
     jac = rhs.jac(prob.jac) if prob.jac is not None else None
     if isinstance(alg, AbstractRosenbrock):
         from .native._refinement import needs_refinement
-        return RosenbrockStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff),
+        tgrad = rhs.tgrad(prob.tgrad) if prob.tgrad is not None and jac is not None else None
+        return RosenbrockStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff, user_tgrad=tgrad),
                                  refine=needs_refinement(prob.u0, abstol))
     if isinstance(alg, AbstractESDIRK):
         return EsdirkStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff, time_derivative=False), reltol, abstol)

@@ -247,7 +247,7 @@ class AdjointSystem:
         from .._problem import ODEProblem
 
         prob = ODEProblem(self.prob.f, u_lo.reshape(*self.batch_shape, self.n), (t_lo, t_hi), self.prob.p,
-                          jac=self.prob.jac)
+                          jac=self.prob.jac, tgrad=self.prob.tgrad)
         opts = replace(self.opts, t0=t_lo, t1=t_hi, saveat=None, save_steps=False, dense=True, dt=self._dt,
                        tstops=None, progress=False, dtmax=abs(t_hi - t_lo))
         with torch.no_grad():

@@ -115,6 +115,18 @@ class _CountingRHS:
             return J.reshape(y.shape[0], self.n, self.n).to(y.dtype)
         return flat_jac
 
+    def tgrad(self, user_tgrad: Callable) -> Callable:
+        """The user's ``tgrad(u, p, t)`` on flat ``(B, n)`` states, returning ``(B, n)``."""
+        def flat_tgrad(y, t):
+            u = y if self.flat else y.reshape(*self.batch_shape, self.n)
+            d = user_tgrad(u, self.p, t if self.flat else t.reshape(self.batch_shape))
+            if not isinstance(d, torch.Tensor) or d.shape != u.shape:
+                got = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
+                raise ValueError(f"tgrad returned {got} for u of shape {tuple(u.shape)}; "
+                                 f"tgrad(u, p, t) must return ∂f/∂t with the shape of u")
+            return d.reshape(y.shape).to(y.dtype)
+        return flat_tgrad
+
 
 def _stops(opts: SolveOptions, direction: float, use_saveat: bool, device):
     """Times every member must step onto, sorted in the direction of integration, ending at t1.

@@ -34,12 +34,16 @@ class JacobianEvaluator:
     Arguments:
         rhs: ``f(y, t)`` on flat ``(B, n)`` states and ``(B,)`` float64 times.
         user_jac: optional ``jac(y, t) -> (B, n, n)`` on the same flat shapes.
+        user_tgrad: optional ``tgrad(y, t) -> (B, n)``, ``∂f/∂t`` beside ``user_jac`` (without a
+            ``user_jac`` the AD pass gives ``∂f/∂t`` with the Jacobian anyway).
         autodiff: forward-mode AD (default); ``False`` uses finite differences (``n + 1`` extra
             evaluations of ``f``, counted in ``nf``), for functions forward-mode AD cannot trace.
     """
 
-    def __init__(self, rhs: Callable, user_jac: Optional[Callable], autodiff: bool, time_derivative: bool = True):
+    def __init__(self, rhs: Callable, user_jac: Optional[Callable], autodiff: bool, time_derivative: bool = True,
+                 user_tgrad: Optional[Callable] = None):
         self.rhs, self.user_jac, self.autodiff = rhs, user_jac, autodiff
+        self.user_tgrad = user_tgrad
         # Only Rosenbrock methods use ∂f/∂t; the others get None and save its evaluation.
         self.time_derivative = time_derivative
         self.evaluations = 0
@@ -70,6 +74,8 @@ class JacobianEvaluator:
         J = self.user_jac(y, t)
         if not self.time_derivative:
             return J, None
+        if self.user_tgrad is not None:
+            return J, self.user_tgrad(y, t)
         return J, jvp(lambda s: self.rhs.uncounted(y, s), (t,), (torch.ones_like(t),))[1]
 
     def snapshot(self):
@@ -93,6 +99,8 @@ class JacobianEvaluator:
             J = self.user_jac(y, t)
             if not self.time_derivative:
                 return J, None
+            if self.user_tgrad is not None:
+                return J, self.user_tgrad(y, t)
             return J, (self._dfdt_forward(y, t) if self.autodiff else self._dfdt_fd(y, t, fy))
         if not self.autodiff:
             return self._fd(y, t, fy)
