@@ -11,8 +11,8 @@ reverse mode, and 416 against 658 µs with the backward pass through it.
 
 Supported: ``nn.Sequential`` of ``nn.Linear`` and elementwise activations (``GELU``, ``Tanh``,
 ``Sigmoid``, ``ReLU``, ``SiLU``, ``Softplus``, ``ELU``, ``Identity``), and pyode's
-:class:`~pyode.nn.SpeciesScaling` (without time), :class:`~pyode.nn.Conserving`, :class:`~pyode.nn.Sum`
-and :class:`~pyode.nn.MassActionNetwork` built from them. Anything else keeps automatic
+:class:`~pyode.nn.SpeciesScaling` (without time), :class:`~pyode.nn.Conserving`, :class:`~pyode.nn.Sum`,
+:class:`~pyode.nn.MassActionNetwork` and :class:`~pyode.nn.PolynomialNetwork` built from them. Anything else keeps automatic
 differentiation (:func:`supports` says which).
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ _ACTIVATIONS = {nn.GELU: _gelu, nn.Tanh: _tanh, nn.Sigmoid: _sigmoid, nn.ReLU: _
 
 def supports(model) -> bool:
     """Whether :func:`value_and_jacobian` can differentiate ``model`` (called as ``model(u)``)."""
-    from .nn import Conserving, MassActionNetwork, SpeciesScaling, Sum
+    from .nn import Conserving, MassActionNetwork, PolynomialNetwork, SpeciesScaling, Sum
 
     if isinstance(model, nn.Sequential):
         return all(supports(m) for m in model)
@@ -74,7 +74,7 @@ def supports(model) -> bool:
         return supports(model.model)
     if isinstance(model, Sum):
         return all(supports(m) for m in model.terms)
-    return isinstance(model, MassActionNetwork)
+    return isinstance(model, (MassActionNetwork, PolynomialNetwork))
 
 
 def value_and_jacobian(model, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +98,7 @@ def zero_time_derivative(u: torch.Tensor, model, t) -> torch.Tensor:
 
 def _forward(model, x: torch.Tensor, T: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(model(x), T ∂model/∂x)``: ``T`` holds one row of tangents per input direction."""
-    from .nn import Conserving, MassActionNetwork, SpeciesScaling, Sum
+    from .nn import Conserving, MassActionNetwork, PolynomialNetwork, SpeciesScaling, Sum
 
     if isinstance(model, nn.Sequential):
         for m in model:
@@ -128,6 +128,8 @@ def _forward(model, x: torch.Tensor, T: torch.Tensor) -> Tuple[torch.Tensor, tor
         return sum(p[0] for p in parts), sum(p[1] for p in parts)
     if isinstance(model, MassActionNetwork):
         return _mass_action(model, x, T)
+    if isinstance(model, PolynomialNetwork):
+        return _polynomial(model, x, T)
     raise TypeError(f"no analytic Jacobian for {type(model).__name__}; check supports(model) first")
 
 
@@ -140,3 +142,18 @@ def _mass_action(model, u: torch.Tensor, T: torch.Tensor) -> Tuple[torch.Tensor,
     dlog = (T * inv.unsqueeze(-2)) @ model.orders.T.to(u.dtype)          # (..., n, R): ∂ ln r / ∂u
     S = model.stoichiometry.T.to(u.dtype)
     return r @ S, (dlog * r.unsqueeze(-2)) @ S
+
+
+def _polynomial(model, u: torch.Tensor, T: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``f = ys ⊙ (C φ(u / ys))``, each monomial's tangent by the product rule as it is multiplied up."""
+    ys = model.yscale.to(u.dtype)
+    x, Tx = u / ys, T / ys
+    values, tangents = [torch.ones_like(x[..., 0])], [torch.zeros_like(Tx[..., 0])]
+    for m in model.monomials[1:]:
+        term, dterm = x[..., m[0]], Tx[..., m[0]]
+        for i in m[1:]:
+            term, dterm = term * x[..., i], dterm * x[..., i, None] + term[..., None] * Tx[..., i]
+        values.append(term)
+        tangents.append(dterm)
+    C = model.coefficients.T.to(u.dtype)
+    return (torch.stack(values, -1) @ C) * ys, (torch.stack(tangents, -1) @ C) * ys

@@ -6,7 +6,7 @@ from torch.func import jacrev, vmap
 
 import pyode
 from pyode._model_jacobian import supports, value_and_jacobian
-from pyode.nn import Conserving, MassActionNetwork, NeuralODE, SpeciesScaling, Sum, mlp
+from pyode.nn import Conserving, MassActionNetwork, NeuralODE, PolynomialNetwork, SpeciesScaling, Sum, mlp
 
 f64 = dict(dtype=torch.float64)
 
@@ -53,6 +53,9 @@ def test_jacobian_differentiates_like_autodiff(name):
 def test_pyode_layers_match_autodiff():
     torch.manual_seed(0)
     mass = MassActionNetwork(3, 4)
+    poly = PolynomialNetwork(3, 3, yscale=torch.tensor([1.0, 1e-4, 2.0]))
+    with torch.no_grad():
+        poly.coefficients.normal_()
     u = torch.rand(6, 3, **f64)
     u[0, 1] = 0.0                 # below the floor: ln u is clamped, its derivative zero
     u[1, 2] = 1e-40
@@ -61,6 +64,9 @@ def test_pyode_layers_match_autodiff():
         "Conserving": Conserving(mlp(3, 3, width=4, activation="tanh"), torch.ones(1, 3)),
         "Sum": Sum(mlp(3, 3, width=4), mass),
         "MassActionNetwork": mass,
+        "PolynomialNetwork": poly,
+        "Robertson demo model": Conserving(Sum(poly, SpeciesScaling(mlp(3, 3, width=5, depth=6), 1.0, 1e5)),
+                                           torch.ones(1, 3)),
     }
     for name, model in models.items():
         assert supports(model), name
