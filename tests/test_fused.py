@@ -374,6 +374,8 @@ def test_compiled_solve_and_gradient_match_reference(monkeypatch):
     Two iterations per chunk: the same code as the default eight, compiled in 24 s instead of 56."""
     import pyode.native._fused as F
     monkeypatch.setattr(F, "DEFAULT_CHUNK", 2)
+    monkeypatch.setattr(F, "_NOT_COMPILED", set())
+    compiled_outputs = spy_compiled_outputs(monkeypatch)
     net = spiral_net()
     ts = torch.linspace(0, 5, 11, dtype=torch.float64)
     u0 = torch.tensor([2.0, 0.0], dtype=torch.float64)
@@ -401,6 +403,50 @@ def test_compiled_solve_and_gradient_match_reference(monkeypatch):
                   reltol=1e-6, compile=True)
     assert int(other.stats.naccept) != int(fused.stats.naccept)
     assert_same(ref, fused, rtol=1e-9, atol=1e-10)
+    # The outputs and the backward pass's Jacobians ran compiled, not the eager fallback.
+    assert not F._NOT_COMPILED
+    assert compiled_outputs == ["z_traced", "z_columns"] * 2 + ["z_traced"]    # `other` had no backward pass
+
+
+def spy_compiled_outputs(monkeypatch):
+    """The names of the outputs' functions that ran compiled (and returned), in order."""
+    import pyode.native._fused as F
+
+    ran, original = [], F._Outputs.run_compiled
+
+    def run_compiled(self, name, y):
+        out = original(self, name, y)
+        ran.append(name)
+        return out
+
+    monkeypatch.setattr(F._Outputs, "run_compiled", run_compiled)
+    return ran
+
+
+def test_compiled_rosenbrock_outputs_wait_for_their_compile_budget(monkeypatch):
+    """A Rosenbrock solve recomputes its outputs eagerly, counting the time, until that time reaches
+    the budget; then they run compiled, with the same gradient."""
+    import pyode.native._fused as F
+    monkeypatch.setattr(F, "DEFAULT_CHUNK", 1)
+    monkeypatch.setattr(F, "_EAGER_OUTPUT_SECONDS", {})
+    compiled_outputs = spy_compiled_outputs(monkeypatch)
+    k0 = torch.tensor([0.04, 3e7, 1e4], dtype=torch.float64)
+    ts = torch.logspace(-4, 2, 5, dtype=torch.float64)
+
+    def gradient(compile):
+        k = k0.clone().requires_grad_()
+        prob = problems.robertson(k=k, tspan=(0.0, 1e2))
+        sol = solve(prob, pyode.Rosenbrock23(), saveat=ts, reltol=1e-4, abstol=1e-8, compile=compile)
+        return torch.autograd.grad(sol.u[:, 1].sum(), k)[0]
+
+    g_ref = gradient(False)
+    torch.testing.assert_close(gradient(True), g_ref, rtol=1e-8, atol=0)
+    assert compiled_outputs == [] and len(F._EAGER_OUTPUT_SECONDS) == 1
+    spent = next(iter(F._EAGER_OUTPUT_SECONDS.values()))
+    assert spent > 0
+    monkeypatch.setattr(F, "_OUTPUTS_COMPILE_BUDGET_S", spent)
+    torch.testing.assert_close(gradient(True), g_ref, rtol=1e-8, atol=0)
+    assert compiled_outputs == ["z_traced", "z_columns"]
 
 
 def test_compiled_gradient_with_other_record_counts_and_without_forward_mode(monkeypatch):

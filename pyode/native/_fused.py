@@ -46,8 +46,8 @@ loop, with one warning.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
@@ -129,6 +129,18 @@ def _padded_count(S: int) -> int:
 
 #: (function, kind) of the outputs' functions that torch.compile could not compile: not retried
 _NOT_COMPILED: set = set()
+#: A Rosenbrock solve's outputs compile only once their eager recomputation, for the same kind of
+#: solve and padded record count, has cost about what that compile costs (ski rental: never more
+#: than twice the better of the two). Compiling them at once made first calls too slow, measured
+#: with the gradient (cold cache): Robertson (152 steps) 12 -> 49 s for 11.7 -> 4.4 ms per solve
+#: afterwards; Kim et al.'s ROBER network 20 -> 77 s for 17 -> 7.5 ms per epoch, and another such
+#: compile for each new bucket of step counts as the network stiffens. Explicit methods compile
+#: their outputs at once (7-14 s; spiral iteration 4.3 -> 3.3 ms).
+_OUTPUTS_COMPILE_BUDGET_S = 30.0
+#: eager seconds spent so far per (kind, output mode, save times, padded count), as counted above
+_EAGER_OUTPUT_SECONDS: dict = {}
+#: the backward pass through the eagerly recomputed outputs costs about twice their recomputation
+_EAGER_BACKWARD_FACTOR = 2.0
 
 
 class _NotCompiled(Exception):
@@ -528,6 +540,7 @@ class _Outputs:
         opts = fl.opts
         self.mode = "saveat" if opts.saveat is not None else ("steps" if opts.save_steps else "end")
         self.vmappable = True
+        self.rec_padded: Optional[_Records] = None        # made by _padded_records before compiled calls
         # Compiled solves recompute the outputs compiled too, and take the Jacobians the backward
         # pass needs by forward mode there (see _AdjointHook); eager ones by reverse mode.
         self.by_columns = (fl.compiled and fl.n <= _JACOBIAN_MAX_STATES
@@ -640,13 +653,17 @@ class _Outputs:
         """:meth:`z` as compiled (with its backward pass, by AOTAutograd), on the padded records."""
         return self.z(y, traced=True)
 
-    @functools.cached_property
-    def rec_padded(self) -> _Records:
-        """The records' times padded to :func:`_padded_count` records by zero steps at the end."""
-        rec = self.rec
-        last = rec.t_end[-1:].expand(_padded_count(self.S) - self.S, -1)
-        return _Records(torch.cat([rec.t, last]), torch.cat([rec.hs, torch.zeros_like(last)]),
-                        torch.cat([rec.t_end, last]), None, None)
+    def _padded_records(self) -> _Records:
+        """The records' times padded to :func:`_padded_count` records by zero steps at the end, made
+        once, outside compiled code (a ``functools.cached_property`` would take its lock inside the
+        traced function, which dynamo refuses on Python 3.11, and every compiled recomputation
+        would fall back to eager)."""
+        if self.rec_padded is None:
+            rec = self.rec
+            last = rec.t_end[-1:].expand(_padded_count(self.S) - self.S, -1)
+            self.rec_padded = _Records(torch.cat([rec.t, last]), torch.cat([rec.hs, torch.zeros_like(last)]),
+                                       torch.cat([rec.t_end, last]), None, None)
+        return self.rec_padded
 
     def _pad(self, y: torch.Tensor) -> torch.Tensor:
         """Record starts ``y`` ``(S, B, n)`` padded like :attr:`rec_padded`, from the last record's start
@@ -672,10 +689,11 @@ class _Outputs:
         the padding's rows removed. Raises :class:`_NotCompiled` if this kind's ``name`` could not be
         compiled (now or before)."""
         fl = self.fl
-        key = fl.kind() + (self.mode, None if self.mode != "saveat" else self.ts.shape[0], _padded_count(self.S))
+        key = self._kind()
         if (name,) + key in _NOT_COMPILED:
             raise _NotCompiled
         options = _CPU_OUTPUT_OPTIONS if fl.loop.dev.type == "cpu" else {}
+        self._padded_records()
         try:
             return self._unpad(_compiled(getattr(_Outputs, name), key, options, False)(self, self._pad(y)))
         except Exception as err:
@@ -684,9 +702,25 @@ class _Outputs:
             _NOT_COMPILED.add((name,) + key)
             raise _NotCompiled from err
 
+    def _kind(self) -> tuple:
+        """What the compiled outputs' functions are compiled for: the loop's kind of solve, the output
+        mode, the number of save times and the padded record count."""
+        return self.fl.kind() + (self.mode, None if self.mode != "saveat" else self.ts.shape[0],
+                                 _padded_count(self.S))
+
     def recompute_with_graph(self) -> torch.Tensor:
         """``Z(y_in)`` with its graph: compiled where it can be (an ``f`` that runs in the compiled loop
-        may still defeat ``vmap`` over the records), else eager."""
+        may still defeat ``vmap`` over the records) and, for Rosenbrock methods, once the eager form
+        has cost what compiling costs (:data:`_OUTPUTS_COMPILE_BUDGET_S`); else eager."""
+        if self.by_columns and self.fl.work_per_iteration[0]:
+            key = self._kind()
+            spent = _EAGER_OUTPUT_SECONDS.get(key, 0.0)
+            if spent < _OUTPUTS_COMPILE_BUDGET_S:
+                self.by_columns = False
+                start = time.perf_counter()
+                Z = self.z(self.y_in)
+                _EAGER_OUTPUT_SECONDS[key] = spent + (1.0 + _EAGER_BACKWARD_FACTOR) * (time.perf_counter() - start)
+                return Z
         if self.by_columns:
             try:
                 return self.run_compiled("z_traced", self.y_in)
