@@ -269,10 +269,10 @@ _COMPILE_ENV = {"": "auto", "auto": "auto", "0": False, "1": "compiled", "eager"
 # many state entries (batch x n). There its parallel-in-time gradient beats autograd through the
 # reference loop: Chen's spiral training 2.3x, Lotka-Volterra 2.7x, Robertson with Rodas5P 2.2x;
 # a 2-50-2 MLP batch 1.2-1.5x up to 32 entries, 0.8x at 128 and 0.3x at 2048 entries (its step maps
-# are recomputed for every record). Forward-only solves of one problem on the CPU with an explicit
-# method take it too: there its control in Python floats (native/_fused_scalar.py) is what gains,
-# Lotka-Volterra with Tsit5 and 100 outputs 45.7 -> 25.6 ms; Rosenbrock methods gain nothing there
-# (Robertson, OREGO, VDPOL, HIRES with Rodas5P: 0.96-1.05x), nor do batches.
+# are recomputed for every record). Forward-only solves of one problem on the CPU take it too:
+# there its control in Python floats (native/_fused_scalar.py) is what gains, Lotka-Volterra with
+# Tsit5 and 100 outputs 45.7 -> 25.6 ms; the IVP test set with Rodas5P (analytic Jacobians, rtol
+# 1e-6) 1.10-1.31x, e.g. OREGO 777 -> 631 ms. Batches do not gain.
 _AUTO_FUSED_MAX_ENTRIES = 64
 
 
@@ -293,9 +293,8 @@ def _compile_mode(compile):
 
 def _auto_fused(prob: ODEProblem, alg) -> bool:
     """The default's choice: the fused path (uncompiled) for a small differentiated solve, and for
-    one problem on the CPU with an explicit method."""
-    if (prob.u0.numel() == prob.u0.shape[-1] and prob.u0.device.type == "cpu"
-            and not getattr(alg, "stiff", False)):
+    one problem on the CPU (with the methods the fused path covers: explicit and Rosenbrock)."""
+    if prob.u0.numel() == prob.u0.shape[-1] and prob.u0.device.type == "cpu":
         return True
     if not torch.is_grad_enabled() or prob.u0.numel() > _AUTO_FUSED_MAX_ENTRIES:
         return False

@@ -62,9 +62,10 @@ def test_choice(paths):
     with torch.no_grad():
         pyode.solve(_lv(p=base.p.clone().requires_grad_(), u0=base.u0.expand(2, 2).clone()), pyode.Tsit5(), saveat=ts)
     assert paths == []
-    # no gradient, one problem, a Rosenbrock method: the reference loop (no gain there)
+    # no gradient, one problem, a Rosenbrock method: fused too (Python-float control)
     pyode.solve(pyode.ODEProblem(rob.f, rob.u0, (0.0, 1.0), rob.p, jac=rob.jac), pyode.Rodas5P(), saveat=[1.0])
-    assert paths == []
+    assert paths == ["fused"]
+    paths.clear()
     # Not for the fused path's exclusions (dense output, another sensealg, an implicit method).
     for kwargs in ({}, {"saveat": ts, "sensealg": pyode.GaussAdjoint()}):
         pyode.solve(_lv(p=base.p.clone().requires_grad_()), pyode.Tsit5(), **kwargs)
@@ -107,3 +108,20 @@ def test_environment_chooses_the_reference_loop(paths, monkeypatch):
     pyode.solve(_lv(p=lotka_volterra().p.clone().requires_grad_()), pyode.Tsit5(),
                 saveat=torch.linspace(0, 5, 6, dtype=torch.float64))
     assert paths == []
+
+
+@pytest.mark.parametrize("name", ["rober", "e5"])
+def test_forward_rosenbrock_solve_is_the_reference_loops(paths, name):
+    """One stiff problem without a gradient: the default's fused loop takes the reference loop's
+    steps and values, and counts the same work (E5's refined stage solves included)."""
+    from pyode.problems import ivp_test_set
+
+    tp = ivp_test_set(name)
+    kw = dict(reltol=1e-5, abstol=tp.abstol(1e-5), saveat=[tp.prob.tspan[1]], dense=False)
+    default = pyode.solve(tp.prob, pyode.Rodas5P(), **kw)
+    assert paths == ["fused"]
+    reference = pyode.solve(tp.prob, pyode.Rodas5P(), compile=False, **kw)
+    assert (int(default.stats.naccept), int(default.stats.nreject)) == (int(reference.stats.naccept),
+                                                                          int(reference.stats.nreject))
+    assert (default.stats.nf, default.stats.nsolve) == (reference.stats.nf, reference.stats.nsolve)
+    torch.testing.assert_close(default.u, reference.u, rtol=1e-12, atol=1e-300)

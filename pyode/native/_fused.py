@@ -337,10 +337,12 @@ class _FusedLoop:
         # Rosenbrock methods: the pure step (no Jacobian cache, no counters; small LU written out),
         # with one Jacobian, one factorisation and a solve per stage in every iteration
         self.step_fn = getattr(self.stepper, "fused_step", self.stepper.step)
-        implicit = hasattr(self.stepper, "fused_step")
+        implicit = self.implicit = hasattr(self.stepper, "fused_step")
         if implicit and not compiled:
             self.stepper.jacobian.reverse_mode = True
-        self.work_per_iteration = (int(implicit), int(implicit), stages * int(implicit))
+        # a Rosenbrock stage solve refined from a residual counts as two (as the reference loop counts it)
+        solves = stages * (2 if getattr(self.stepper, "refine", False) else 1)
+        self.work_per_iteration = (int(implicit), int(implicit), solves * int(implicit))
         self.iterations = 0
 
     def kind(self) -> tuple:
@@ -422,6 +424,19 @@ class _FusedLoop:
                  si + (ok & land).long(), hmax, stops, dtmin, maxiters, *cstate)
         return state, record
 
+    @contextlib.contextmanager
+    def _plain_forward_pass(self):
+        """While the eager loop runs its forward pass outside any torch.func transform, an implicit
+        step may take ``∂f/∂t`` by core dual numbers (the recomputation runs under vmap: not there)."""
+        if not self.implicit:
+            yield
+            return
+        self.stepper.jacobian.dual_time_derivative = True
+        try:
+            yield
+        finally:
+            self.stepper.jacobian.dual_time_derivative = False
+
     def run_chunk(self, state: tuple) -> Tuple[tuple, tuple]:
         records = []
         for _ in range(self.chunk):
@@ -434,7 +449,8 @@ class _FusedLoop:
         if self.compiled and self.kind() in _EAGER_KINDS:
             self.compiled, self.chunk = False, 1
         if scalar_control_applies(self):
-            state, columns = scalar_forward(self)
+            with self._plain_forward_pass():
+                state, columns = scalar_forward(self)
             return state, _moving(_Records(*columns))
         if self.compiled:
             # Compiled once per kind of solve and reused by later solves of that kind (dynamo guards
