@@ -404,10 +404,26 @@ class AdjointSystem:
         fwd = self._forward_on(t_lo, t_hi, u_lo)
         system, n, P = self, self.n, self.P
         with_mu = not self.quadrature and P > 0
+        # u(t) and, with the problem's jac, J(u(t)) at the last time asked for: a Rosenbrock step
+        # evaluates several stages at one time (Rodas5P: three at t + h) and its Jacobian where the
+        # step before ended. Robertson's GaussAdjoint: 9 interpolations and Jacobians per step -> 5.
+        last = {}
+
+        def state_at(tf, with_jac):
+            if not (last and torch.equal(last["t"], tf)):
+                last.clear()
+                last.update(t=tf.clone(), u=fwd.at(tf), J=None)
+            if with_jac and last["J"] is None:
+                last["J"] = system.jacobian(last["u"], tf)
+            return last["u"], last["J"]
 
         def f_adj(z, _p, t):
             tf, zf = t.reshape(-1), z.reshape(-1, z.shape[-1])
-            u, lam_ = fwd.at(tf), zf[:, :n]
+            lam_ = zf[:, :n]
+            if not with_mu and system.prob.jac is not None:
+                _, J = state_at(tf, True)
+                return -(lam_.to(J.dtype)[:, None, :] @ J)[:, 0].to(zf.dtype).reshape(z.shape)
+            u, _ = state_at(tf, False)
             if not with_mu:
                 return -system.vjp_u(u, tf, lam_).reshape(z.shape)
             dlam, dmu = system.member_vjps(u, tf, lam_)
@@ -415,8 +431,8 @@ class AdjointSystem:
 
         def jac_adj(z, _p, t):
             tf = t.reshape(-1)
-            u = fwd.at(tf)
-            JT = -system.jacobian(u, tf).transpose(-1, -2)
+            u, J = state_at(tf, True)
+            JT = -J.transpose(-1, -2)
             if with_mu:
                 # d(λ, μ)'/d(λ, μ) = [[-Jᵀ, 0], [-(∂f/∂θ)ᵀ, 0]]
                 Fp = system.member_param_jacobian(u, tf).to(JT.dtype)             # (B, n, P)
