@@ -132,7 +132,7 @@ _NOT_COMPILED: set = set()
 #: A Rosenbrock solve's outputs compile only once their eager recomputation, for the same kind of
 #: solve and padded record count, has cost about what that compile costs (ski rental: never more
 #: than twice the better of the two). Compiling them at once made first calls too slow, measured
-#: with the gradient (cold cache): Robertson (152 steps) 12 -> 49 s for 11.7 -> 4.4 ms per solve
+#: with the gradient: a Robertson solve's (152 steps) 12 -> 49 s for 11.7 -> 4.4 ms per solve
 #: afterwards; Kim et al.'s ROBER network 20 -> 77 s for 17 -> 7.5 ms per epoch, and another such
 #: compile for each new bucket of step counts as the network stiffens. Explicit methods compile
 #: their outputs at once (7-14 s; spiral iteration 4.3 -> 3.3 ms).
@@ -728,7 +728,7 @@ class _Outputs:
         """``Z(y_in)`` with its graph: compiled where it can be (an ``f`` that runs in the compiled loop
         may still defeat ``vmap`` over the records) and, for Rosenbrock methods, once the eager form
         has cost what compiling costs (:data:`_OUTPUTS_COMPILE_BUDGET_S`); else eager."""
-        if self.by_columns and self.fl.work_per_iteration[0]:
+        if self.by_columns and self.fl.implicit:
             key = self._kind()
             spent = _EAGER_OUTPUT_SECONDS.get(key, 0.0)
             if spent < _OUTPUTS_COMPILE_BUDGET_S:
