@@ -118,17 +118,18 @@ class AdjointSystem:
     def _times(self, t: torch.Tensor) -> torch.Tensor:
         return t.reshape(self.batch_shape)
 
-    def vjp_u(self, u, t, cot, functional: bool = False) -> torch.Tensor:
+    def vjp_u(self, u, t, cot, functional: bool = False, J: torch.Tensor = None) -> torch.Tensor:
         """``Jᵀ cot`` per member, flat (B, n): from the problem's ``jac`` when it has one (cheaper
-        than differentiating ``f``), else one reverse pass through ``f``. ``functional`` for callers
-        that run under ``torch.func`` transforms (a Jacobian of the backsolve system by forward AD),
-        where ``torch.autograd.grad`` cannot run."""
+        than differentiating ``f``; ``J`` when the caller already has it), else one reverse pass
+        through ``f``. ``functional`` for callers that run under ``torch.func`` transforms (a
+        Jacobian of the backsolve system by forward AD), where ``torch.autograd.grad`` cannot run."""
         uu, tt = self._user(u), self._times(t)
         if functional:
             _, pullback = torch.func.vjp(lambda x: self.rhs(x, self.values, tt), uu)
             return pullback(self._user(cot))[0].reshape(u.shape)
         if self.prob.jac is not None:
-            J = self.prob.jac(uu, self.prob.p, tt).reshape(u.shape[0], self.n, self.n).detach()
+            if J is None:
+                J = self.jacobian(u, t)
             return (cot.to(J.dtype)[:, None, :] @ J)[:, 0].to(u.dtype)
         with torch.enable_grad():
             x = uu.detach().requires_grad_()
@@ -420,12 +421,9 @@ class AdjointSystem:
         def f_adj(z, _p, t):
             tf, zf = t.reshape(-1), z.reshape(-1, z.shape[-1])
             lam_ = zf[:, :n]
-            if not with_mu and system.prob.jac is not None:
-                _, J = state_at(tf, True)
-                return -(lam_.to(J.dtype)[:, None, :] @ J)[:, 0].to(zf.dtype).reshape(z.shape)
-            u, _ = state_at(tf, False)
+            u, J = state_at(tf, not with_mu and system.prob.jac is not None)
             if not with_mu:
-                return -system.vjp_u(u, tf, lam_).reshape(z.shape)
+                return -system.vjp_u(u, tf, lam_, J=J).reshape(z.shape)
             dlam, dmu = system.member_vjps(u, tf, lam_)
             return -torch.cat([dlam, dmu.to(zf.dtype)], -1).reshape(z.shape)
 
