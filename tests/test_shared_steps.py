@@ -134,6 +134,40 @@ def test_fused_path_shares_steps_too(monkeypatch):
     assert torch.allclose(fused.u, ref.u, rtol=1e-12, atol=1e-14)
 
 
+def test_save_points_of_a_batch_moving_as_one_match_the_per_member_recorder(monkeypatch):
+    from pyode.native._saving import SaveatRecorder
+
+    base = lotka_volterra()
+    u0 = (base.u0 * torch.linspace(0.5, 1.5, 4, dtype=torch.float64)[:, None])
+    ts = torch.linspace(0.0, 5.0, 41, dtype=torch.float64)      # several save points inside most steps
+
+    def run():
+        p = base.p.clone().requires_grad_()
+        sol = pyode.solve(pyode.ODEProblem(base.f, u0, (0.0, 5.0), p), pyode.Tsit5(), reltol=1e-6, abstol=1e-8,
+                          saveat=ts, batch_steps="shared", compile=False)     # the reference loop
+        sol.u.square().sum().backward()
+        return sol.u.detach(), p.grad
+
+    calls = []
+    together = SaveatRecorder.record_together
+    monkeypatch.setattr(SaveatRecorder, "record_together", lambda self, *a: calls.append(1) or together(self, *a))
+    fast_u, fast_g = run()
+    assert calls                                          # the batch moved as one: the scalar path ran
+    init = SaveatRecorder.__init__
+
+    def per_member(self, *a):
+        init(self, *a)
+        self.next_together = None
+
+    monkeypatch.setattr(SaveatRecorder, "__init__", per_member)
+    calls.clear()
+    ref_u, ref_g = run()
+    assert not calls
+    assert fast_u.shape == (41, 4, 2)
+    assert torch.allclose(fast_u, ref_u, rtol=1e-13, atol=1e-14)
+    assert torch.allclose(fast_g, ref_g, rtol=1e-12)
+
+
 def test_julia_engine_refuses_shared_steps_python_side():
     """A test of the Python side only: the refusal comes before anything is sent to Julia."""
     with pytest.raises(ValueError, match="batch_steps='shared' is not supported by backend='julia'"):

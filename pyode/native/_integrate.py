@@ -183,6 +183,7 @@ class Loop:
         self.f = _CountingRHS(f_user, p, batch_shape, n)
         self.stepper = stepper = make_stepper(self.f)
         self.dense_coef = torch.tensor(stepper.dense, dtype=torch.float64, device=dev)
+        self.dense_rows = [list(row) for row in stepper.dense]
         reltol, abstol = opts.reltol, opts.abstol
         if isinstance(reltol, torch.Tensor):
             reltol = reltol.to(device=dev, dtype=self.dtype)
@@ -345,7 +346,11 @@ class Loop:
                 hs_ok = hs if all_ok else torch.where(ok, hs, zeros_b)
                 K = stepper.dense_stages(f, t, hs_ok, y, att, f1)  # (B, rows, n)
             if any_save:
-                saver.record(ok, t, hs, y, t_new, y1, K, self.dense_coef)
+                if opts.shared_steps and all_ok and getattr(saver, "next_together", None) is not None:
+                    t_, hs_, t1_ = torch.stack([t[0], hs[0], t_new[0]]).tolist()
+                    saver.record_together(t_, hs_, y, t1_, y1, K, self.dense_rows)
+                else:
+                    saver.record(ok, t, hs, y, t_new, y1, K, self.dense_coef)
             if dense_rec is not None:
                 dense_rec.record(ok, t, hs, y, K)
             self.y = y_next

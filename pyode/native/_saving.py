@@ -29,7 +29,39 @@ def interpolate(dense: torch.Tensor, theta: torch.Tensor, y0: torch.Tensor, hs: 
     th = theta.to(dense.dtype).unsqueeze(-1)
     powers = th.expand(*th.shape[:-1], dense.shape[1]).cumprod(-1)       # (..., D)
     P = (powers @ dense.T).to(y0.dtype)                                   # (..., s+1)
+    if K.requires_grad and K.shape[-1] >= _STAGE_SUM_MIN_STATES and torch.is_grad_enabled():
+        return y0 + hs.to(y0.dtype)[..., None] * _StageSum.apply(P, K)
     return y0 + hs.to(y0.dtype)[..., None] * (P.unsqueeze(-2) @ K).squeeze(-2)
+
+
+#: from this many states per member the interpolant's stage sum differentiates by hand (below,
+#: the custom function's ~15 µs of overhead per call outweighs what its backward saves)
+_STAGE_SUM_MIN_STATES = 16
+
+
+class _StageSum(torch.autograd.Function):
+    """``Σ_i P_i K_i`` per member: (..., s+1), (..., s+1, n) -> (..., n).
+
+    Forwards a batched matrix product; backwards the outer product ``P gᵀ`` elementwise, which
+    autograd's batched-matmul backward does 4-5x slower for many members with many states (4096
+    members, n = 64: 6.4 against 1.4 ms for the interpolation and its gradient)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(P, K):
+        return (P.unsqueeze(-2) @ K).squeeze(-2)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        P, K = ctx.saved_tensors
+        gP = (K @ g.unsqueeze(-1)).squeeze(-1) if ctx.needs_input_grad[0] else None
+        gK = P.unsqueeze(-1) * g.unsqueeze(-2) if ctx.needs_input_grad[1] else None
+        return gP, gK
 
 
 class SaveatRecorder:
@@ -43,10 +75,15 @@ class SaveatRecorder:
         self.empty = y0.new_zeros(0, *y0.shape)     # what a batch that saved nothing returns
         self.next = torch.zeros(B, dtype=torch.long, device=ts.device)
         self.events: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        if float(ts[0]) == t0:
-            everyone = torch.ones(B, dtype=torch.bool, device=ts.device)
-            self.events.append((y0, self.next.clone(), everyone))
+        self.everyone = torch.ones(B, dtype=torch.bool, device=ts.device)
+        # While every member has saved at the same points: the next save index as a Python int (see
+        # record_together); None once the members' indices may differ.
+        self.next_together: Optional[int] = 0
+        self._ts_list = ts.tolist()
+        if self._ts_list[0] == t0:
+            self.events.append((y0, self.next.clone(), self.everyone))
             self.next += 1
+            self.next_together = 1
 
     def _want(self, ok, t1):
         j = self.next.clamp(max=self.T - 1)
@@ -59,6 +96,7 @@ class SaveatRecorder:
 
     def record(self, ok, t, hs, y, t1, y1, K, dense):
         """Emit every save point in ``(t, t1]`` of the members that accepted a step (called when due)."""
+        self.next_together = None
         j, tj, want = self._want(ok, t1)
         while True:
             theta = torch.where(want, (tj - t) / torch.where(want, hs, torch.ones_like(hs)), torch.zeros_like(hs))
@@ -69,6 +107,28 @@ class SaveatRecorder:
             j, tj, want = self._want(ok, t1)
             if not bool(want.any()):  # several save points inside one step: rare, one sync each
                 return
+
+    def record_together(self, t: float, hs: float, y, t1: float, y1, K, dense_rows) -> None:
+        """:meth:`record` for a batch that moves as one (shared steps, every member accepted, none
+        finished): one step ``t -> t1`` for all, so the interpolant's weights are Python floats and
+        each save point costs one weighted sum of the stages, not the per-member control's ~20
+        tensor operations (batch 4096: ~0.3 ms a save point, a tenth of the solve at 10 of them).
+        ``dense_rows``: the interpolant's coefficients as nested lists (s+1, D)."""
+        k = self.next_together
+        while k < self.T and self.direction * (self._ts_list[k] - t1) <= 0:
+            tj = self._ts_list[k]
+            if tj == t1:
+                value = y1                         # landed exactly: no interpolation error
+            else:
+                theta = (tj - t) / hs
+                powers = [theta ** (d + 1) for d in range(len(dense_rows[0]))]
+                weights = torch.tensor([hs * sum(c * q for c, q in zip(row, powers)) for row in dense_rows],
+                                       dtype=K.dtype, device=K.device)
+                value = y + weights @ K
+            self.events.append((value, torch.full_like(self.next, k), self.everyone))
+            k += 1
+        self.next_together = k
+        self.next = torch.full_like(self.next, k)
 
     def fork(self) -> "SaveatRecorder":
         twin = copy.copy(self)
