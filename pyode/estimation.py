@@ -69,14 +69,17 @@ class RateFit:
 
 def levenberg_marquardt(residual: Callable[[torch.Tensor], Optional[torch.Tensor]],
                         jacobian: Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]],
-                        theta: torch.Tensor, *, max_iters: int = 100, rtol: float = 1e-4, mu: float = 1e-2,
+                        theta: torch.Tensor, *, max_iters: int = 100, rtol: float = 1e-4, xtol: float = 1e-7,
+                        cost_floor: float = 0.0, mu: float = 1e-2,
                         on_iteration: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tuple[torch.Tensor, float]:
     """Minimise ``‖r(θ)‖²`` by Levenberg–Marquardt with Marquardt's diagonal scaling.
 
     ``residual(θ)`` returns the residual vector or None where it cannot be evaluated (a failed
     solve: the step is then rejected like one that raises the cost); ``jacobian(θ)`` returns
     ``(r, ∂r/∂θ)``. Stops after an accepted step that lowers the cost by less than ``rtol`` of it,
-    when the damping must exceed 1e10 to make progress, or after ``max_iters`` iterations.
+    after one that moves no parameter by more than ``xtol``, once the cost is at most
+    ``cost_floor`` (exact data: the cost keeps falling until it reaches the solver's error), when the damping must exceed 1e10 to make progress, or after ``max_iters``
+    iterations.
 
     Returns ``(θ, cost)``.
     """
@@ -109,7 +112,7 @@ def levenberg_marquardt(residual: Callable[[torch.Tensor], Optional[torch.Tensor
         r, J = jacobian(theta)
         if on_iteration is not None:
             on_iteration({"iteration": it, "cost": cost, "mu": mu})
-        if gain < rtol:
+        if gain < rtol or float(step.abs().max()) < xtol or cost <= cost_floor:
             break
     return theta, cost
 
@@ -181,6 +184,8 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
     start = time.perf_counter()
     history: List[Dict[str, Any]] = []
     stage = {"name": "fit"}
+    # a residual at ten times the solver's tolerance is a fit to the solver's error, not to the data
+    floor = (10 * reltol) ** 2 * tt.shape[0] * n
 
     steps = {"last": None}
 
@@ -237,7 +242,7 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
     with torch.no_grad():
         library.log_k[active] = math.log(rate) - library.orders[active] @ sc.log()
     theta, cost = levenberg_marquardt(residual, jacobian, library.log_k.detach()[active].clone(),
-                                      max_iters=max_iters, on_iteration=record)
+                                      max_iters=max_iters, cost_floor=floor, on_iteration=record)
     removed: List[str] = []
     stage["name"] = "prune"
     while prune and int(active.sum()) > 1:
@@ -262,7 +267,8 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
         active[gone] = False
         library.remove(~active & library.active)
         theta = library.log_k.detach()[active].clone()
-        theta, cost = levenberg_marquardt(residual, jacobian, theta, max_iters=8, on_iteration=record)
+        theta, cost = levenberg_marquardt(residual, jacobian, theta, max_iters=8, cost_floor=floor,
+                                          on_iteration=record)
     with torch.no_grad():
         library.log_k[active] = theta
     return RateFit(library, math.sqrt(cost / (tt.shape[0] * n)), removed, history, time.perf_counter() - start)

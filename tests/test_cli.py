@@ -30,9 +30,22 @@ def test_unknown_demo(capsys):
     assert "invalid choice: 'nope'" in capsys.readouterr().err
 
 
-def test_robertson_demo_smoke(tmp_path):
-    # the whole pipeline in a few epochs: data, collocation warm start, training, metrics, plots
+def test_robertson_demo_mass_action_smoke(tmp_path):
+    # the default model's pipeline in three Levenberg-Marquardt iterations: data, fit, metrics, plots
     assert main(["demo", "robertson", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["model"] == "mass-action" and metrics["iterations"] == 3
+    assert metrics["error_against"] == "noise-free truth" and metrics["target"] == 0.02
+    assert len(metrics["reactions"]) == 36 and metrics["removed"] == []    # --smoke does not prune
+    assert all(0 <= e < 1 for e in metrics["held_out_error"].values())
+    for name in ("robertson.png", "loss.png", "data.csv", "model.pt"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_robertson_demo_smoke(tmp_path):
+    # the polynomial model in a few epochs: data, collocation warm start, training, metrics, plots
+    assert main(["demo", "robertson", "--model", "polynomial", "--smoke", "--no-progress", "--out",
+                 str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3
     # the warm-started model is already within the target; training must not have broken it
