@@ -55,7 +55,8 @@ class RateFit:
         library: the fitted library (the one passed in, updated in place).
         rms: root-mean-square scaled residual at the end (compare with the noise level).
         removed: equations of the removed reactions, in the order they were removed.
-        history: one record per Levenberg–Marquardt iteration: ``stage`` ("fit" or "prune"),
+        history: one record per Levenberg–Marquardt iteration: ``stage`` ("fit", "prune", or
+            "refit" for the final fit of the pruned model),
             ``rms``, ``mu`` (damping) and ``active`` (reactions in the model).
         seconds: wall time.
     """
@@ -128,7 +129,8 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
                        prune: bool = True, z_keep: float = 2.0, rate_init: Optional[float] = None,
                        max_iters: int = 100, maxiters: int = 20_000,
                        progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> RateFit:
-    """Fit the library's ``ln k`` to observations ``u`` at times ``t`` from the initial state ``u0``.
+    """Fit the library's ``ln k`` to observations ``u`` at times ``t`` from the initial state ``u0``
+    (or to several experiments at once: ``u0`` of shape ``(E, n)``, ``u`` of shape ``(T, E, n)``).
 
     The residuals are ``(u_model(t_k) - u_k) / scale`` for every observation, the model solved from
     ``u0`` at ``t0`` by ``alg`` (default ``Rodas5P()``) at ``reltol``. With ``prune`` (default),
@@ -139,9 +141,9 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
     Arguments:
         library: the candidate reactions; its ``log_k`` and ``active`` are updated in place.
         t: observation times ``(T,)``, strictly increasing, after ``t0``.
-        u: observations ``(T, n)``; may be noisy and slightly negative.
-        u0: the initial state ``(n,)`` at ``t0`` (known: what was loaded into the reactor).
-        scale: per-species scale of the residuals; default ``max |u|`` per species.
+        u: observations ``(T, n)`` or ``(T, E, n)``; may be noisy and slightly negative.
+        u0: the initial state ``(n,)`` or ``(E, n)`` at ``t0`` (known: what was loaded into the reactor).
+        scale: per-species scale of the residuals; default ``max |u|`` per species over all data.
         rate_init: every reaction starts with rate ``rate_init`` (1/time) at the species' scales;
             default ``1e3 / (t[-1] - t0)`` (fast against the observed span, so that every species
             moves at first and each reaction's sensitivity is visible).
@@ -160,10 +162,15 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
     uu = torch.as_tensor(u, dtype=dtype).detach()
     x0 = torch.as_tensor(u0, dtype=dtype).detach()
     n = library.n
-    if uu.ndim != 2 or uu.shape != (tt.shape[0], n):
-        raise ValueError(f"u must have shape (len(t), {n}) = ({tt.shape[0]}, {n}); got {tuple(uu.shape)}")
-    if x0.shape != (n,):
-        raise ValueError(f"u0 must have shape ({n},); got {tuple(x0.shape)}")
+    if x0.ndim not in (1, 2) or x0.shape[-1] != n:
+        raise ValueError(f"u0 must have shape ({n},) or (experiments, {n}); got {tuple(x0.shape)}")
+    E = 1 if x0.ndim == 1 else x0.shape[0]
+    want = (tt.shape[0], n) if x0.ndim == 1 else (tt.shape[0], E, n)
+    if tuple(uu.shape) != want:
+        raise ValueError(f"u must have shape {want} (times{'' if x0.ndim == 1 else ', experiments'}, species) "
+                         f"to match t and u0; got {tuple(uu.shape)}")
+    x0 = x0.reshape(E, n)
+    uu = uu.reshape(tt.shape[0], E, n)
     if not bool(torch.isfinite(uu).all()) or not bool(torch.isfinite(x0).all()):
         raise ValueError("u and u0 must be finite; drop or impute the missing observations first")
     if tt.shape[0] < 2 or not bool((tt.diff() > 0).all()) or not float(tt[0]) > t0:
@@ -172,7 +179,7 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
         raise ValueError(f"u0 must be non-negative (concentrations); got {x0.tolist()}")
     reltol = _positive("reltol", reltol)
     z_keep = _positive("z_keep", z_keep)
-    sc = (uu.abs().amax(0) if scale is None else torch.as_tensor(scale, dtype=dtype).expand(n)).clone()
+    sc = (uu.abs().amax((0, 1)) if scale is None else torch.as_tensor(scale, dtype=dtype).expand(n)).clone()
     if not bool((sc > 0).all()) or not bool(torch.isfinite(sc).all()):
         zero = [library.names[i] for i in range(n) if not float(sc[i]) > 0]
         raise ValueError(f"every species needs a positive scale; {', '.join(zero)} is zero in every observation "
@@ -185,7 +192,7 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
     history: List[Dict[str, Any]] = []
     stage = {"name": "fit"}
     # a residual at ten times the solver's tolerance is a fit to the solver's error, not to the data
-    floor = (10 * reltol) ** 2 * tt.shape[0] * n
+    floor = (10 * reltol) ** 2 * uu.numel()
 
     steps = {"last": None}
 
@@ -195,7 +202,9 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
         A trial point (``B = 1``) may take at most 5× the steps of the last Jacobian's solve: a step
         that stiffens the model that much is all but never an improvement, and can cost minutes."""
         B = log_k.shape[0]
-        prob = ODEProblem(lambda x, p, s: library.rhs(x, p), x0.expand(B, n).clone(), (t0, float(tt[-1])), log_k,
+        members = x0.expand(B, E, n).reshape(B * E, n).clone()
+        sets = log_k[:, None, :].expand(B, E, -1).reshape(B * E, -1)
+        prob = ODEProblem(lambda x, p, s: library.rhs(x, p), members, (t0, float(tt[-1])), sets,
                           jac=lambda x, p, s: library.jacobian(x, p))
         cap = maxiters if B > 1 or steps["last"] is None else min(maxiters, 5 * steps["last"] + 200)
         with torch.no_grad():
@@ -203,11 +212,11 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
                         batch_steps="shared" if B > 1 else "member")
         if B > 1:
             steps["last"] = int(torch.as_tensor(sol.stats.naccept).max())
-        codes = torch.as_tensor(sol.retcode if B > 1 else [int(sol.retcode)])
+        codes = torch.as_tensor(sol.retcode).reshape(-1)
         if bool((codes != int(ReturnCode.Success)).any()) or sol.u.shape[0] != tt.shape[0]:
             return None
-        res = (sol.u - uu[:, None, :]) / sc
-        return res.permute(1, 0, 2).reshape(B, -1)
+        res = (sol.u.reshape(tt.shape[0], B, E, n) - uu[:, None]) / sc
+        return res.permute(1, 0, 2, 3).reshape(B, -1)
 
     active = library.active.clone()
 
@@ -233,7 +242,7 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
         return R[0], ((R[1:] - R[0]) / _FD_STEP).T
 
     def record(rec: Dict[str, Any]) -> None:
-        entry = {"stage": stage["name"], "rms": math.sqrt(rec["cost"] / (tt.shape[0] * n)), "mu": rec["mu"],
+        entry = {"stage": stage["name"], "rms": math.sqrt(rec["cost"] / uu.numel()), "mu": rec["mu"],
                  "active": int(active.sum())}
         history.append(entry)
         if progress is not None:
@@ -257,7 +266,7 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
             drop = dead | (z == low)
         else:
             drop = dead
-        if not bool(drop.any()):
+        if not bool(drop.any()) or bool(drop.all()):
             break
         idx = torch.nonzero(active).reshape(-1)
         gone = idx[drop]
@@ -269,9 +278,14 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
         theta = library.log_k.detach()[active].clone()
         theta, cost = levenberg_marquardt(residual, jacobian, theta, max_iters=8, cost_floor=floor,
                                           on_iteration=record)
+    if removed:
+        # the pruned model has far fewer parameters: its own fit converges where the library's crawled
+        stage["name"] = "refit"
+        theta, cost = levenberg_marquardt(residual, jacobian, theta, max_iters=max_iters, cost_floor=floor,
+                                          on_iteration=record)
     with torch.no_grad():
         library.log_k[active] = theta
-    return RateFit(library, math.sqrt(cost / (tt.shape[0] * n)), removed, history, time.perf_counter() - start)
+    return RateFit(library, math.sqrt(cost / uu.numel()), removed, history, time.perf_counter() - start)
 
 
 def _significance(r: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
