@@ -35,16 +35,21 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from ._problem import ODEProblem
-from ._retcode import ReturnCode, SolveError
+from ._retcode import ReturnCode
 from ._solve import solve
 from .algorithms import Rodas5P
 from .reactions import ReactionLibrary
 
-__all__ = ["RateFit", "fit_rate_constants", "levenberg_marquardt"]
+__all__ = ["FitError", "RateFit", "fit_rate_constants", "levenberg_marquardt"]
 
 #: forward-difference step in ln k: a relative change of 1e-5 in k, far above the solver's error
 #: at the fit's tolerance when every parameter set takes the same steps
 _FD_STEP = 1e-5
+
+
+class FitError(RuntimeError):
+    """The model could not be solved where the fit needed it (at its starting point, or around an
+    accepted point for the Jacobian)."""
 
 
 @dataclass
@@ -152,8 +157,9 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
         progress: called with a record after every iteration (see :class:`RateFit`).
 
     Raises:
-        ValueError / TypeError naming the argument for bad shapes, times or settings; a
-        :class:`pyode.SolveError` when the model cannot be solved at the starting rates.
+        ValueError / TypeError naming the argument for bad shapes, times or settings;
+        :class:`FitError` when the model cannot be solved at the starting rates (or around a later
+        accepted point).
     """
     if not isinstance(library, ReactionLibrary):
         raise TypeError(f"library must be a pyode.reactions.ReactionLibrary; got {type(library).__name__}")
@@ -196,7 +202,7 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
 
     steps = {"last": None}
 
-    def solve_sets(log_k: torch.Tensor) -> Optional[torch.Tensor]:
+    def solve_sets(log_k: torch.Tensor, shared: bool = True) -> Optional[torch.Tensor]:
         """Scaled residuals ``(B, T·n)`` for ``B`` sets of ln k (one batched solve), or None on failure.
 
         A trial point (``B = 1``) may take at most 5× the steps of the last Jacobian's solve: a step
@@ -209,7 +215,7 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
         cap = maxiters if B > 1 or steps["last"] is None else min(maxiters, 5 * steps["last"] + 200)
         with torch.no_grad():
             sol = solve(prob, alg, saveat=tt, reltol=reltol, abstol=abstol, maxiters=cap, throw=False,
-                        batch_steps="shared" if B > 1 else "member")
+                        batch_steps="shared" if B > 1 and shared else "member")
         if B > 1:
             steps["last"] = int(torch.as_tensor(sol.stats.naccept).max())
         codes = torch.as_tensor(sol.retcode).reshape(-1)
@@ -236,9 +242,12 @@ def fit_rate_constants(library: ReactionLibrary, t: Any, u: Any, u0: Any, *, t0:
         lk = library.log_k.detach().expand(m + 1, -1).clone()
         lk[:, active] = sets
         R = solve_sets(lk)
+        if R is None:        # the whole batch in one step sequence failed: each set its own steps
+            R = solve_sets(lk, shared=False)
         if R is None:
-            raise SolveError(f"the rate-constant fit could not solve the model near ln k = {theta.tolist()} "
-                             f"(t in [{t0}, {float(tt[-1])}]); try a smaller rate_init or a looser reltol")
+            raise FitError(f"the rate-constant fit could not solve the model near ln k = "
+                           f"{[round(v, 3) for v in theta.tolist()]} (t in [{t0}, {float(tt[-1])}], reltol {reltol}); "
+                           "try another rate_init, a looser reltol or a larger maxiters")
         return R[0], ((R[1:] - R[0]) / _FD_STEP).T
 
     def record(rec: Dict[str, Any]) -> None:
