@@ -50,19 +50,20 @@ from ._args import one_thread
 
 NAMES = ("A", "B", "C")
 T_FIRST, T_LAST, N_TIMES = 1e-5, 1e5, 50
-TARGET = 0.02           # held-out error per species, as a fraction of its range ...
-
-
-def target(noise: float) -> float:
-    """... or the noise level where that is larger: no model is expected to beat the data it learns from."""
-    return max(TARGET, noise)
+TARGET = 0.02           # held-out error per species, as a fraction of its range (see target())
 DEFAULT_EPOCHS = {"mass-action": 100, "polynomial": 30, "mlp": 150}
 FULL_EPOCHS = {"mass-action": 300, "polynomial": 5000, "mlp": 50_000}
 MODELS = ("mass-action", "polynomial", "mlp")
 
 
-DESCRIPTION = ("Robertson's stiff kinetics learned from data by a neural ODE trained through Rodas5P "
-               "(Kim et al. 2021's setup); reports the held-out error per species")
+def target(noise: float) -> float:
+    """:data:`TARGET`, or the noise level where that is larger: no model beats the data it learns from."""
+    return max(TARGET, noise)
+
+
+DESCRIPTION = ("Robertson's stiff kinetics learned from (noisy) data through Rodas5P, Kim et al. 2021's setup: "
+               "a reaction network fitted and pruned by default, or a neural ODE; reports the mechanism found and "
+               "the held-out error per species")
 
 
 def add_arguments(parser) -> None:
