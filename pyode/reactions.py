@@ -65,9 +65,13 @@ def mass_action_rates(u: torch.Tensor, log_k: torch.Tensor, orders: torch.Tensor
     tolerance) count as that floor: the rate then vanishes to working precision while its
     derivative stays exact (``∂(k u)/∂u = k`` at ``u = 0``), which a stiff solver's Jacobian needs.
     """
-    floor = math.sqrt(torch.finfo(u.dtype).tiny)
-    log_u = torch.log(u.clamp_min(floor))
+    log_u = torch.log(_floored(u))
     return torch.exp(log_k + log_u @ orders.T)
+
+
+def _floored(u: torch.Tensor) -> torch.Tensor:
+    """``u`` with concentrations below ``sqrt(tiny)`` of its dtype raised to it."""
+    return u.clamp_min(math.sqrt(torch.finfo(u.dtype).tiny))
 
 
 class ReactionLibrary(nn.Module):
@@ -115,12 +119,16 @@ class ReactionLibrary(nn.Module):
     def n_reactions(self) -> int:
         return len(self.reactions)
 
-    def rhs(self, u: torch.Tensor, log_k: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``du/dt`` with the given ``ln k`` (default the module's); removed reactions contribute nothing."""
+    def rates(self, u: torch.Tensor, log_k: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Rates of progress ``(..., R)`` with the given ``ln k`` (default the module's); removed
+        reactions have rate zero."""
         lk = self.log_k if log_k is None else log_k
         lk = torch.where(self.active, lk.to(u.dtype), torch.full((), -math.inf, dtype=u.dtype, device=u.device))
-        rates = mass_action_rates(u, lk, self.orders.to(u.dtype))
-        return rates @ self.stoichiometry.to(u.dtype)
+        return mass_action_rates(u, lk, self.orders.to(u.dtype))
+
+    def rhs(self, u: torch.Tensor, log_k: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``du/dt`` with the given ``ln k`` (default the module's)."""
+        return self.rates(u, log_k) @ self.stoichiometry.to(u.dtype)
 
     def forward(self, u: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.rhs(u)
@@ -128,12 +136,8 @@ class ReactionLibrary(nn.Module):
     def jacobian(self, u: torch.Tensor, log_k: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``∂(du/dt)/∂u``, shape ``(..., n, n)``: ``Σ_j ν_j r_j a_jk / u_k`` (``u_k`` at its floor, see
         :func:`mass_action_rates`, which makes it exact for first-order terms at ``u_k = 0``)."""
-        lk = self.log_k if log_k is None else log_k
-        lk = torch.where(self.active, lk.to(u.dtype), torch.full((), -math.inf, dtype=u.dtype, device=u.device))
-        A = self.orders.to(u.dtype)
-        rates = mass_action_rates(u, lk, A)
-        uc = u.clamp_min(math.sqrt(torch.finfo(u.dtype).tiny))
-        return (self.stoichiometry.to(u.dtype).T @ (rates[..., :, None] * A)) / uc[..., None, :]
+        weighted = self.rates(u, log_k)[..., :, None] * self.orders.to(u.dtype)
+        return (self.stoichiometry.to(u.dtype).T @ weighted) / _floored(u)[..., None, :]
 
     def remove(self, which: torch.Tensor) -> None:
         """Take the reactions where ``which`` is True out of the model."""

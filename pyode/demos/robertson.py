@@ -217,25 +217,18 @@ def _fit_mechanism(lib, prob, series, clean, test_mask, span, iterations, smoke,
     print(f"fitting the log rate constants of {lib.n_reactions} candidate reactions (every elementary reaction of "
           f"up to two molecules that conserves their number) by Levenberg-Marquardt through Rodas5P, from the "
           f"initial state {prob.u0.tolist()} at t = 0{'' if smoke else ', then removing the reactions the data do not support'}")
-    last = {"stage": None, "active": None}
+    seen = []
 
     def show(rec):
-        if not progress:
-            return
-        changed = rec["stage"] != last["stage"] or rec["active"] != last["active"]
-        if changed or len(fit_history) % 10 == 0:
-            print(f"  {rec['stage']:5s} iteration {len(fit_history):3d}: rms scaled residual {rec['rms']:.4g}, "
+        """A line every tenth iteration and whenever the stage or the number of reactions changes."""
+        changed = not seen or (rec["stage"], rec["active"]) != (seen[-1]["stage"], seen[-1]["active"])
+        seen.append(rec)
+        if changed or len(seen) % 10 == 0:
+            print(f"  {rec['stage']:5s} iteration {len(seen):3d}: rms scaled residual {rec['rms']:.4g}, "
                   f"{rec['active']} reactions", flush=True)
-        last.update(stage=rec["stage"], active=rec["active"])
-
-    fit_history = []
-
-    def on_iteration(rec):
-        fit_history.append(rec)
-        show(rec)
 
     fit = fit_rate_constants(lib, t_train, u_train, prob.u0, max_iters=iterations, prune=not smoke,
-                             progress=on_iteration)
+                             progress=show if progress else None)
     print(f"done in {fit.seconds:.1f} s: rms scaled residual {fit.rms:.4g} (noise level {noise:g}); "
           f"{int(lib.active.sum())} of {lib.n_reactions} reactions kept:")
     for eq, k in lib.equations():
