@@ -13,6 +13,7 @@ from typing import List, Optional
 
 # demo name -> module in pyode.demos
 DEMOS = {
+    "crnn": "crnn",
     "orbit": "orbit",
     "lotka-volterra-ude": "lotka_volterra_ude",
     "robertson": "robertson",

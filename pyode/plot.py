@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["trajectories", "loss_curve"]
+__all__ = ["trajectories", "loss_curve", "rate_constants"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -225,5 +225,57 @@ def loss_curve(history: Any, *, path: Optional[PathLike] = None, logy: bool = Tr
         ax.set_ylabel(key)
         ax.grid(True, alpha=0.3)
     axes[-1, 0].set_xlabel("epoch")
+    _save(fig, path)
+    return fig
+
+
+def rate_constants(labels: Sequence[str], found: Sequence[Optional[float]],
+                   reference: Optional[Sequence[Optional[float]]] = None, *, path: Optional[PathLike] = None,
+                   title: Optional[str] = None):
+    """Rate constants as horizontal bars on a log axis: the ones found, and reference values beside
+    them where known (``None`` marks a reaction missing from one side).
+
+    Arguments:
+        labels: one label per reaction, e.g. ``"2A -> B"``.
+        found: the fitted rate constants (``None`` where the fit has no such reaction).
+        reference: true or literature values, the same length (``None`` where unknown).
+        path: write a PNG here (parent folders are created).
+        title: figure title.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+
+    Raises:
+        ValueError when the lengths differ or a value is not positive; ImportError when matplotlib
+        is missing.
+    """
+    labels = [str(s) for s in labels]
+    columns = {"found": list(found), "reference": [None] * len(labels) if reference is None else list(reference)}
+    for name, values in columns.items():
+        if len(values) != len(labels):
+            raise ValueError(f"{name} must have one value per label ({len(labels)}); got {len(values)}")
+        bad = [v for v in values if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)]
+        if bad:
+            raise ValueError(f"{name} must hold positive rate constants or None; got {bad[:3]}")
+    Figure = _figure_class()
+    fig = Figure(figsize=(6.5, 1.2 + 0.4 * len(labels)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(labels))
+    for offset, (name, color) in zip((-0.2, 0.2), (("found", "C0"), ("reference", "C1"))):
+        values = columns[name]
+        if reference is None and name == "reference":
+            continue
+        idx = [i for i, v in enumerate(values) if v is not None]
+        ax.barh(y[idx] + (offset if reference is not None else 0.0), [values[i] for i in idx], height=0.38,
+                color=color, label=name)
+    ax.set_xscale("log")
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("rate constant")
+    ax.grid(True, axis="x", alpha=0.3)
+    if reference is not None:
+        ax.legend(loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
     _save(fig, path)
     return fig

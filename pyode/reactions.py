@@ -155,7 +155,11 @@ class ReactionLibrary(nn.Module):
 
     def equation(self, j: int) -> str:
         """Reaction ``j`` as text, e.g. ``"2B -> B + C"``."""
-        a, b = self.reactions[j]
+        return self.format(self.reactions[j])
+
+    def format(self, reaction: Tuple[Sequence[int], Sequence[int]]) -> str:
+        """A ``(reactant counts, product counts)`` pair as text with this library's species names."""
+        a, b = reaction
         return f"{self._side(a)} -> {self._side(b)}"
 
     def equations(self) -> List[Tuple[str, float]]:

@@ -62,3 +62,25 @@ def test_robertson_demo_bad_options(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "robertson", "--noise", "-1"])
     assert "--noise must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_crnn_demo_discovers_ji_and_dengs_mechanism(tmp_path):
+    # the full demo: 72 candidates, 20 noisy experiments; exactly the four true reactions must remain
+    assert main(["demo", "crnn", "--no-progress", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["mechanism_recovered"] and metrics["target_reached"] and metrics["candidates"] == 72
+    rows = metrics["reactions"]
+    assert sorted(r["equation"] for r in rows) == ["2A -> B", "A -> C", "B + D -> E", "C -> D"]
+    assert all(r["relative_error"] < 0.1 for r in rows)
+    assert len(metrics["removed"]) == 68
+    for name in ("crnn.png", "rates.png", "data.pt"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_crnn_demo_smoke_and_bad_options(tmp_path, capsys):
+    assert main(["demo", "crnn", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["iterations"] == 3 and metrics["removed"] == [] and not metrics["target_reached"]
+    with pytest.raises(SystemExit):
+        main(["demo", "crnn", "--noise", "x"])
+    assert "--noise must be a number; got 'x'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+import pyode
 from pyode import ODEProblem, Tsit5
 from pyode.cli import main
 from pyode.data import generate_data, load_csv, save_csv
@@ -29,7 +30,7 @@ def data_csv(tmp_path_factory):
 
 
 def _fit(csv, out, *extra):
-    return main(["fit", str(csv), "--alg", "tsit5", "--width", "8", "--depth", "1", "--no-progress",
+    return main(["fit", str(csv), "--model", "mlp", "--alg", "tsit5", "--width", "8", "--depth", "1", "--no-progress",
                  "--out", str(out), *extra])
 
 
@@ -73,7 +74,8 @@ def test_resume_continues_from_the_checkpoint(data_csv, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 7
     # a checkpoint of another architecture cannot be resumed: a message, not a traceback
     capsys.readouterr()
-    assert main(["fit", str(data_csv), "--alg", "tsit5", "--width", "9", "--depth", "1", "--no-progress",
+    assert main(["fit", str(data_csv), "--model", "mlp", "--alg", "tsit5", "--width", "9", "--depth", "1",
+                 "--no-progress",
                  "--epochs", "8", "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pyode fit: error: cannot resume:") and "different model" in err
@@ -111,6 +113,9 @@ def test_missing_file_and_missing_column(data_csv, tmp_path, capsys):
     (["--holdout", "1"], "--holdout must be an integer K >= 2"),
     (["--epochs", "0"], "--epochs must be a positive integer; got 0"),
     (["--scaling", "log"], "invalid choice: 'log'"),
+    (["--model", "network"], "argument --model: invalid choice: 'network'"),
+    (["--weights", "1,x"], "--weights must be comma-separated positive numbers, e.g. 1,2,1; got '1,x'"),
+    (["--weights", "1,-2"], "--weights must be positive numbers; got '1,-2'"),
 ])
 def test_bad_options(data_csv, capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
@@ -152,3 +157,78 @@ def test_names_resolve_to_objects(data_csv):
     assert isinstance(SENSEALGS["gauss"](), GaussAdjoint)
     # the series the test fits reads back as written
     assert load_csv(data_csv).names == ("A", "B")
+
+
+# ---- the mass-action route -------------------------------------------------------------------------
+
+def _robertson_like(noise, times, seed=0):
+    """Robertson's mechanism with other constants (k 0.08, 1.2e7, 2.5e4), observed from t = 1e-4:
+    the first row is a measurement, not the loaded initial state."""
+    from pyode.problems import robertson
+
+    rob = robertson()
+    prob = ODEProblem(rob.f, rob.u0, (0.0, 1e4), torch.tensor([0.08, 1.2e7, 2.5e4], dtype=torch.float64))
+    t = torch.logspace(-4, 4, times, dtype=torch.float64)
+    return (generate_data(prob, pyode.Rodas5P(), t, noise=noise, seed=seed, names=["X", "Y", "Z"]),
+            generate_data(prob, pyode.Rodas5P(), t, names=["X", "Y", "Z"]))
+
+
+def test_default_fit_learns_stiff_kinetics_from_noisy_data(tmp_path, capsys):
+    noisy, clean = _robertson_like(0.01, 30)
+    assert float(noisy.u.min()) < 0                  # noise around zero concentrations
+    save_csv(noisy, tmp_path / "data.csv")
+    out = tmp_path / "run"
+    assert main(["fit", str(tmp_path / "data.csv"), "--holdout", "5", "--no-progress", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "model mass-action (3 species, concentrations whose sum is conserved" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "mass-action" and metrics["heldout_times"] == 6
+    for name in ("model.pt", "model.json", "metrics.json", "history.json", "fit.png", "loss.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / "checkpoint.pt").exists()
+    # the model written rebuilds the fitted mechanism, and it follows the noise-free truth
+    lib, spec = load_model(str(out))
+    assert spec["model"] == "mass-action" and int(lib.active.sum()) == len(spec["reactions"]) >= 3
+    u0 = torch.tensor(spec["u0"], dtype=torch.float64)
+    assert abs(float(u0[0]) - 1.0) < 0.01          # fitted, not the noisy first row
+    sol = pyode.solve(ODEProblem(lambda u, p, t: lib(u), u0, (spec["t0"], spec["t1"])), pyode.Rodas5P(),
+                      saveat=clean.t, reltol=1e-9, abstol=1e-15)
+    span = clean.u.amax(0) - clean.u.amin(0)
+    assert float(((sol.u.detach() - clean.u).abs() / span).max()) < 0.05      # the target: 5 % of range
+
+
+def test_auto_model_choice_says_why(tmp_path):
+    from argparse import Namespace
+    from pyode.data import TimeSeries
+    from pyode.fit_cli import _choose_model
+
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    closed = torch.stack([1 - t / 2, t / 2], -1)
+    auto = Namespace(model="auto", weights=None)
+    assert _choose_model(auto, TimeSeries(t, closed, names=("A", "B")))[0] == "mass-action"
+    kind, why = _choose_model(auto, TimeSeries(t, closed * torch.tensor([1.0, 3.0], dtype=torch.float64),
+                                               names=("A", "B")))
+    assert kind == "mlp" and "the sum of the species varies by" in why and "pass --weights" in why
+    # with molar masses 1 and 1/3 the same data conserve mass
+    kind, _ = _choose_model(Namespace(model="auto", weights=[1.0, 1 / 3]),
+                            TimeSeries(t, closed * torch.tensor([1.0, 3.0], dtype=torch.float64), names=("A", "B")))
+    assert kind == "mass-action"
+    kind, why = _choose_model(auto, TimeSeries(t, closed - 0.5, names=("A", "B")))
+    assert kind == "mlp" and "not concentrations" in why
+    kind, why = _choose_model(auto, TimeSeries(t, closed.repeat(1, 3) / 3, names=tuple("ABCDEF")))
+    assert kind == "mlp" and "6 species" in why
+    assert _choose_model(Namespace(model="mlp", weights=None), TimeSeries(t, closed, names=("A", "B")))[0] == "mlp"
+
+
+def test_identically_zero_species_and_bad_weights_are_usage_errors(tmp_path, capsys):
+    path = tmp_path / "zero.csv"
+    path.write_text("t,A,B,C\n0,1,0,0\n1,0.6,0.4,0\n2,0.3,0.7,0\n3,0.2,0.8,0\n")
+    assert main(["fit", str(path), "--no-progress", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "C is zero at every time" in err and "--columns A,B" in err
+    assert main(["fit", str(path), "--columns", "A,B", "--weights", "1,2,3", "--no-progress",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "--weights has 3 values for 2 species (A, B)" in capsys.readouterr().err
+    assert main(["fit", str(path), "--columns", "A,B", "--model", "mass-action", "--resume", "--no-progress",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "--resume applies to --model mlp" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import torch
 
 import pyode
 from pyode.data import generate_data
-from pyode.estimation import fit_rate_constants, levenberg_marquardt
+from pyode.estimation import _redundant, collocation_rates, fit_rate_constants, levenberg_marquardt
 from pyode.problems import robertson
 from pyode.reactions import ReactionLibrary, candidate_reactions
 
@@ -169,3 +169,55 @@ def test_fit_several_experiments_at_once(robertson_data):
     assert fit.rms < 1e-6
     with pytest.raises(ValueError, match=r"u must have shape \(21, 2, 3\) \(times, experiments, species\)"):
         fit_rate_constants(lib, data.t, sol.u[:, :1], u0)
+
+
+def test_collocation_rates_recover_a_nonstiff_mechanism_from_exact_data():
+    # A -> B (k 1), B -> C (k 0.5), among all 36 candidates; trapezoidal integrals at dt = 0.025
+    truth = {"A -> B": 1.0, "B -> C": 0.5}
+    lib = ReactionLibrary(3, names="ABC")
+    rhs = lambda u, p, t: torch.stack([-u[..., 0], u[..., 0] - 0.5 * u[..., 1], 0.5 * u[..., 1]], -1)
+    u0 = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    t = torch.linspace(0.025, 5.0, 200, dtype=torch.float64)
+    sol = pyode.solve(pyode.ODEProblem(rhs, u0, (0.0, 5.0)), pyode.Tsit5(), saveat=t, reltol=1e-11, abstol=1e-13)
+    k = collocation_rates(lib, t, sol.u, u0)
+    assert k.shape == (36,) and bool((k >= 0).all())
+    found = {lib.equation(j): float(k[j]) for j in range(36)}
+    for eq, value in truth.items():
+        assert found[eq] == pytest.approx(value, rel=2e-3), eq
+    assert sum(v for eq, v in found.items() if eq not in truth) < 1e-2
+
+
+def test_redundant_parameters_are_found_by_their_collinear_columns():
+    g = torch.Generator().manual_seed(0)
+    c, d = torch.randn(50, generator=g, dtype=torch.float64), torch.randn(50, generator=g, dtype=torch.float64)
+    assert _redundant(torch.stack([c, d], 1)) is None
+    # proportional columns (2B -> B + C and 2B -> 2C): the one with the smaller effect goes
+    assert _redundant(torch.stack([c, d, 0.3 * c], 1)) == 2
+    # opposite columns (a futile pair) up to forward-difference error
+    assert _redundant(torch.stack([-2.0 * d * (1 + 1e-7), c, d], 1)) == 2
+
+
+def test_fit_keeps_one_of_two_equivalent_reactions(robertson_data):
+    # 2B -> 2C acts as 2B -> B + C at twice the rate: the data fix k(2B -> B + C) + 2 k(2B -> 2C) only
+    prob, data = robertson_data
+    noisy = generate_data(prob, pyode.Rodas5P(), data.t, noise=0.01, seed=3)
+    lib = robertson_library(extra=("2B -> 2C",))
+    fit = fit_rate_constants(lib, noisy.t, noisy.u, prob.u0)
+    found = dict(lib.equations())
+    assert len(fit.removed) == 1 and fit.removed[0] in ("2B -> B + C", "2B -> 2C"), fit.removed
+    effective = found.get("2B -> B + C", 0.0) + 2 * found.get("2B -> 2C", 0.0)
+    assert effective == pytest.approx(3e7, rel=0.1)
+    assert found["A -> B"] == pytest.approx(0.04, rel=0.1)
+
+
+def test_fit_starts(robertson_data):
+    prob, data = robertson_data
+    lib = robertson_library()                  # log_k at the truth: the "library" start is the answer
+    fit = fit_rate_constants(lib, data.t, data.u, prob.u0, prune=False, start="library")
+    assert fit.start == "library" and len(fit.history) <= 2 and fit.rms < 1e-6
+    # Robertson is stiff: collocation cannot resolve B from the sampled data, yet the exact data let
+    # "auto" find a start that fits, whichever it picks
+    fit = fit_rate_constants(robertson_library(), data.t, data.u, prob.u0, prune=False)
+    assert fit.start in ("uniform", "collocation") and fit.rms < 1e-6
+    with pytest.raises(ValueError, match="start must be one of 'auto', 'uniform', 'collocation', 'library'; got 'x'"):
+        fit_rate_constants(lib, data.t, data.u, prob.u0, start="x")

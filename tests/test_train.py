@@ -397,3 +397,19 @@ def test_plot_without_matplotlib_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install pyode\[plot\]"):
         plot.trajectories([0.0, 1.0], [1.0, 2.0])
+
+
+def test_rate_constants_bars_found_beside_reference(tmp_path):
+    path = tmp_path / "rates.png"
+    fig = plot.rate_constants(["A -> B", "2B -> C", "B -> A"], [0.05, 3e7, 1e-3], [0.04, 2.9e7, None], path=path,
+                              title="rates")
+    assert_png(path)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_yticklabels()] == ["A -> B", "2B -> C", "B -> A"]
+    widths = sorted(p.get_width() for p in ax.patches)
+    assert widths == sorted([0.05, 3e7, 1e-3, 0.04, 2.9e7])          # no bar where the reference is unknown
+    assert len(plot.rate_constants(["A -> B"], [1.0]).axes[0].patches) == 1
+    with pytest.raises(ValueError, match=r"reference must have one value per label \(2\); got 1"):
+        plot.rate_constants(["a", "b"], [1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match=r"found must hold positive rate constants or None; got \[-1.0\]"):
+        plot.rate_constants(["a"], [-1.0])
