@@ -720,3 +720,15 @@ def test_a_new_tolerance_does_not_recompile(monkeypatch):
         assert int(sol.stats.naccept) == int(ref.stats.naccept)
         torch.testing.assert_close(sol.u, ref.u, rtol=1e-12, atol=1e-14)
     assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.parametrize("alg", [pyode.Tsit5(), pyode.Rodas5P()], ids=["Tsit5", "Rodas5P"])
+def test_save_time_at_the_end_is_kept_when_the_last_step_is_snapped_to_it(alg):
+    # t0 + the last step's size falls an ulp short of tspan's end here; the step lands on the end,
+    # and the save time there must be returned (it was dropped once: 13 of 14 values, Success)
+    t0, t1 = 0.00017860617520075095, 0.4011076243939284
+    prob = pyode.ODEProblem(lambda u, p, t: -u, torch.ones(2, dtype=torch.float64), (t0, t1))
+    ts = torch.tensor([t0, (t0 + t1) / 2, t1], dtype=torch.float64)
+    sol = pyode.solve(prob, alg, saveat=ts, reltol=1e-3, abstol=1e-6)
+    assert sol.retcode == pyode.ReturnCode.Success and torch.equal(sol.t, ts)
+    assert torch.allclose(sol.u[-1], torch.full((2,), math.exp(-(t1 - t0)), dtype=torch.float64), rtol=1e-2)

@@ -565,12 +565,14 @@ class _Outputs:
             self._locate(opts.saveat.to(device=rec.t.device, dtype=torch.float64))
 
     def _locate(self, ts: torch.Tensor) -> None:
-        """For every save time and member: the record whose accepted step ``(t, t + hs]`` holds it."""
+        """For every save time and member: the record whose accepted step ``(t, t_end]`` holds it."""
         d, rec, B = self.fl.direction, self.rec, self.fl.B
         self.ts = ts
         self.at_start = ts == self.fl.opts.t0                      # (T,): y0 itself, as the reference saves it
         # Rejected records end where they start, at the previous accepted end: keys never decrease.
-        key = (d * (rec.t + rec.hs)).T.contiguous()                 # (B, S)
+        # The step's recorded end, not t + hs: a step that lands on tspan's end or a stop is snapped
+        # there, and t + hs can fall an ulp short of it, which lost the save time at the end.
+        key = (d * rec.t_end).T.contiguous()                        # (B, S)
         query = (d * ts).expand(B, -1).contiguous()                 # (B, T)
         idx = torch.searchsorted(key, query).T                      # (T, B), S where never reached
         self.reached = (idx < self.S) | self.at_start[:, None]
