@@ -13,7 +13,9 @@
 # 4. training through `Rodas5P` with `DirectAdjoint` gradients;
 # 5. the held-out error per species, and a plot.
 #
-# `pyode demo robertson` runs the same pipeline from the command line.
+# `pyode demo robertson --model polynomial` runs the same pipeline from the command line. That
+# pipeline needs exact data; the demo's default, a mass-action reaction network fitted and pruned
+# (`pyode.estimation.fit_rate_constants`), learns from noisy data too.
 
 # %%
 import os

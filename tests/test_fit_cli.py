@@ -180,7 +180,7 @@ def test_default_fit_learns_stiff_kinetics_from_noisy_data(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["fit", str(tmp_path / "data.csv"), "--holdout", "5", "--no-progress", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "model mass-action (3 species, concentrations whose sum is conserved" in text
+    assert "model mass-action (3 species, concentrations whose sum changes by" in text
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"] == "mass-action" and metrics["heldout_times"] == 6
     for name in ("model.pt", "model.json", "metrics.json", "history.json", "fit.png", "loss.png"):
@@ -208,7 +208,7 @@ def test_auto_model_choice_says_why(tmp_path):
     assert _choose_model(auto, TimeSeries(t, closed, names=("A", "B")))[0] == "mass-action"
     kind, why = _choose_model(auto, TimeSeries(t, closed * torch.tensor([1.0, 3.0], dtype=torch.float64),
                                                names=("A", "B")))
-    assert kind == "mlp" and "the sum of the species varies by" in why and "pass --weights" in why
+    assert kind == "mlp" and "the sum of the species changes by" in why and "pass --weights" in why
     # with molar masses 1 and 1/3 the same data conserve mass
     kind, _ = _choose_model(Namespace(model="auto", weights=[1.0, 1 / 3]),
                             TimeSeries(t, closed * torch.tensor([1.0, 3.0], dtype=torch.float64), names=("A", "B")))
