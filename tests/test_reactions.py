@@ -185,6 +185,8 @@ def test_collocation_rates_recover_a_nonstiff_mechanism_from_exact_data():
     for eq, value in truth.items():
         assert found[eq] == pytest.approx(value, rel=2e-3), eq
     assert sum(v for eq, v in found.items() if eq not in truth) < 1e-2
+    with pytest.raises(ValueError, match=r"u must have shape \(200, 3\) \(times, species\)"):
+        collocation_rates(lib, t, sol.u[:, :2], u0)
 
 
 def test_redundant_parameters_are_found_by_their_collinear_columns():
