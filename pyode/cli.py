@@ -15,6 +15,7 @@ from typing import List, Optional
 DEMOS = {
     "crnn": "crnn",
     "orbit": "orbit",
+    "pollu": "pollu",
     "lotka-volterra-ude": "lotka_volterra_ude",
     "robertson": "robertson",
     "spiral": "spiral",

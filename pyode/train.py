@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._retcode import SolveError
+
 __all__ = ["fit", "History", "EarlyStopping", "Callback", "NonFiniteError", "load_checkpoint"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -428,6 +430,26 @@ def _describe_checkpoint(checkpoint: Optional[Path], written: Optional[int]) -> 
     return f"the checkpoint {os.fspath(checkpoint)} (after {written} epochs) is intact"
 
 
+def _snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    import copy
+    return ({k: v.detach().clone() for k, v in model.state_dict().items()}, copy.deepcopy(opt.state_dict()))
+
+
+def _step_back(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, state) -> None:
+    """Restore ``state`` (from :func:`_snapshot`) and halve every learning rate, the scheduler's too."""
+    model.load_state_dict(state[0])
+    opt.load_state_dict(state[1])
+    for group in opt.param_groups:
+        group["lr"] *= 0.5
+    if sched is not None and hasattr(sched, "base_lrs"):
+        sched.base_lrs = [lr * 0.5 for lr in sched.base_lrs]
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else type(err).__name__)
+
+
 def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int], Any], *, epochs: int,
         optimizer: Union[str, Callable[[List[torch.nn.Parameter]], torch.optim.Optimizer]] = "adamw",
         lr: float = 1e-3, weight_decay: float = 0.0,
@@ -435,7 +457,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int], Any], 
         clip_grad_norm: Optional[float] = None, rescale_grad_norm: Optional[float] = None,
         early_stopping: Optional[EarlyStopping] = None,
         checkpoint: Optional[PathLike] = None, checkpoint_every: int = 10, resume: bool = False,
-        callbacks: Sequence[Any] = (), progress: bool = True, log_every: Optional[int] = None) -> History:
+        callbacks: Sequence[Any] = (), progress: bool = True, log_every: Optional[int] = None,
+        backtrack: int = 0) -> History:
     """Train ``model``'s parameters by minimising ``loss_fn(model, epoch)``.
 
     Each epoch evaluates the loss, backpropagates, checks that loss and gradient are finite, clips
@@ -470,6 +493,13 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int], Any], 
             ``load_state_dict(state)`` (see :class:`Callback`); their states go into checkpoints.
         progress: show a ``tqdm`` bar with the loss, the metrics and seconds per epoch.
         log_every: print one line every ``log_every`` epochs (useful with ``progress=False``).
+        backtrack: how many times in a row a failed epoch may be taken back (default 0: never).
+            A neural ODE's parameters can step into a model whose solution blows up in finite
+            time; the solve then fails (:class:`pyode.SolveError`) or the loss or gradient is not
+            finite. With ``backtrack > 0`` the parameters and optimizer state return to before the
+            last step, every learning rate is halved (the scheduler's base rates too) and the
+            epoch is run again; a line says so. One snapshot of the parameters and optimizer state
+            is kept for this. The first epoch of a run or a resume has nothing to return to.
 
     Returns:
         The :class:`History`, including the epochs restored from the checkpoint.
@@ -521,6 +551,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int], Any], 
                 raise TypeError(f"callbacks[{i}].{method} must be a method; got {type(getattr(cb, method)).__name__}")
     if log_every is not None:
         log_every = _positive_int("log_every", log_every, "Pass None to print nothing")
+    if isinstance(backtrack, bool) or not isinstance(backtrack, int) or backtrack < 0:
+        raise ValueError(f"backtrack must be an integer >= 0 (failed epochs taken back in a row); got {backtrack!r}")
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -593,6 +625,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int], Any], 
 
     # -- train -----------------------------------------------------------------------------------
     model.train()
+    before, failures = None, 0        # the state before the last step, for backtrack
     bar = tqdm(total=epochs, initial=min(start, epochs), disable=not progress, unit="epoch", dynamic_ncols=True)
     try:
         epoch = start
@@ -644,11 +677,26 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int], Any], 
 
             t0 = time.perf_counter()
             lr_used = float(opt.param_groups[0]["lr"])
-            if lbfgs:
-                opt.step(closure)
-            else:
-                closure()
+            snap = _snapshot(model, opt) if backtrack and lbfgs else None
+            try:
+                if lbfgs:
+                    opt.step(closure)
+                else:
+                    closure()
+            except (SolveError, NonFiniteError) as err:
+                if before is None or failures >= backtrack:
+                    raise
+                failures += 1
+                _step_back(model, opt, sched, before)
+                before = None
+                tqdm.write(f"epoch {epoch}: {_first_line(err)}; took back the last step and halved the learning "
+                           f"rate to {opt.param_groups[0]['lr']:.3g} ({failures} of {backtrack} in a row)")
+                continue
+            if backtrack:
+                before = snap if lbfgs else _snapshot(model, opt)
+            if not lbfgs:
                 opt.step()
+            failures = 0
             if sched is not None:
                 if plateau:
                     sched.step(first["loss"])

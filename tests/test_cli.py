@@ -64,6 +64,21 @@ def test_robertson_demo_bad_options(capsys):
     assert "--noise must be a finite number >= 0" in capsys.readouterr().err
 
 
+def test_pollu_demo_smoke_and_bad_options(tmp_path, capsys):
+    # Kim et al.'s POLLU pipeline in three epochs: data, scaled-state training, metrics, plots
+    assert main(["demo", "pollu", "--smoke", "--noise", "0.01", "--no-progress", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and metrics["error_against"] == "noise-free truth"
+    assert metrics["target"] == pytest.approx(0.03) and not metrics["target_reached"]
+    assert len(metrics["held_out_error"]) == 20 and all(e > 0 for e in metrics["held_out_error"].values())
+    for name in ("pollu.png", "loss.png", "data.csv", "model.pt", "checkpoint.pt"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert len((tmp_path / "data.csv").read_text().splitlines()) == 21       # header + 20 times
+    with pytest.raises(SystemExit):
+        main(["demo", "pollu", "--epochs", "-3"])
+    assert "--epochs must be a positive integer; got -3" in capsys.readouterr().err
+
+
 def test_crnn_demo_discovers_ji_and_dengs_mechanism(tmp_path):
     # the full demo: 72 candidates, 20 noisy experiments; exactly the four true reactions must remain
     assert main(["demo", "crnn", "--no-progress", "--out", str(tmp_path)]) == 0

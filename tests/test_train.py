@@ -276,6 +276,47 @@ def test_an_infinite_gradient_raises_naming_the_parameter():
     assert torch.equal(model.w.detach(), torch.zeros(2, dtype=torch.float64))  # no step was taken
 
 
+def test_backtrack_takes_back_a_failed_step_and_halves_the_learning_rate(capsys):
+    # loss = -w0, but NaN beyond w0 = 1.5; SGD with lr 1 steps w0 by 1 each epoch
+    def loss_fn(model, epoch):
+        w0 = model.w[0]
+        return -w0 if float(w0.detach()) <= 1.5 else w0 * float("nan")
+
+    model = Vector()
+    history = fit(model, loss_fn, epochs=4, optimizer="sgd", lr=1.0, backtrack=3, progress=False)
+    # epochs: w0 = 0 -> 1 -> (2 fails: back to 1, lr 0.5) 1 -> 1.5 -> 2.0
+    assert float(model.w[0]) == 2.0
+    assert [r["lr"] for r in history] == [1.0, 1.0, 0.5, 0.5]
+    assert [r["loss"] for r in history] == [0.0, -1.0, -1.0, -1.5]
+    out = capsys.readouterr().out
+    assert "epoch 2: the loss is nan at epoch 2" in out
+    assert "took back the last step and halved the learning rate to 0.5 (1 of 3 in a row)" in out
+
+
+def test_backtrack_gives_up_after_as_many_failures_in_a_row():
+    model = Vector()
+    with pytest.raises(NonFiniteError, match="loss is nan at epoch 2"):
+        fit(model, scripted([3.0, 2.0, float("nan"), 1.0]), epochs=4, optimizer="sgd", lr=1.0, backtrack=2,
+            progress=False)
+
+
+def test_backtrack_recovers_from_a_solve_that_blows_up():
+    # du/dt = w u^2, u(0) = 1 blows up at t = 1/w: a loss that rewards u(1) pushes w past 1
+    import pyode
+
+    def loss_fn(model, epoch):
+        prob = pyode.ODEProblem(lambda u, p, t: p * u * u, torch.ones(1, dtype=torch.float64), (0.0, 1.0), model.w[0])
+        return -pyode.solve(prob, pyode.Tsit5(), saveat=[1.0], reltol=1e-8, abstol=1e-10).u[-1, 0]
+
+    model = Vector()
+    history = fit(model, loss_fn, epochs=12, optimizer="sgd", lr=0.3, rescale_grad_norm=1.0, backtrack=20,
+                  progress=False)
+    assert len(history) == 12 and 0.9 < float(model.w[0]) < 1.0
+    assert min(r["lr"] for r in history) < 0.3                     # at least one step was taken back
+    with pytest.raises(pyode.SolveError):
+        fit(Vector(), loss_fn, epochs=12, optimizer="sgd", lr=0.3, rescale_grad_norm=1.0, progress=False)
+
+
 # ---- bad arguments -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -291,6 +332,7 @@ def test_an_infinite_gradient_raises_naming_the_parameter():
     ({"clip_grad_norm": 1.0, "rescale_grad_norm": 1.0}, ValueError, r"not both"),
     ({"checkpoint_every": 0}, ValueError, r"checkpoint_every must be a positive integer"),
     ({"log_every": 0}, ValueError, r"log_every must be a positive integer"),
+    ({"backtrack": -1}, ValueError, r"backtrack must be an integer >= 0 \(failed epochs taken back in a row\); got -1"),
     ({"early_stopping": 5}, TypeError, r"early_stopping must be None or EarlyStopping"),
     ({"early_stopping": EarlyStopping(monitor="acc")}, ValueError, r"monitors 'acc' but loss_fn returned"),
     ({"optimizer": "lbfgs", "weight_decay": 0.1}, ValueError, r"'lbfgs' has no weight decay"),
