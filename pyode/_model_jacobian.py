@@ -74,7 +74,8 @@ def supports(model) -> bool:
         return supports(model.model)
     if isinstance(model, Sum):
         return all(supports(m) for m in model.terms)
-    return isinstance(model, (MassActionNetwork, PolynomialNetwork))
+    from .reactions import ReactionLibrary
+    return isinstance(model, (MassActionNetwork, PolynomialNetwork, ReactionLibrary))
 
 
 def value_and_jacobian(model, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +131,9 @@ def _forward(model, x: torch.Tensor, T: torch.Tensor) -> Tuple[torch.Tensor, tor
         return _mass_action(model, x, T)
     if isinstance(model, PolynomialNetwork):
         return _polynomial(model, x, T)
+    from .reactions import ReactionLibrary
+    if isinstance(model, ReactionLibrary):
+        return model(x), T @ model.jacobian(x).transpose(-1, -2)
     raise TypeError(f"no analytic Jacobian for {type(model).__name__}; check supports(model) first")
 
 

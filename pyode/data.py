@@ -190,7 +190,7 @@ def _check_times(times: Any, tspan: Tuple[float, float]) -> torch.Tensor:
     return ts
 
 
-def generate_data(prob: ODEProblem, alg, times, *, noise: float = 0.0, relative: bool = True,
+def generate_data(prob: ODEProblem, alg, times, *, noise: float = 0.0, relative: Union[bool, str] = True,
                   seed: Optional[int] = None, reltol: float = 1e-10, abstol: float = 1e-12,
                   names: Optional[Sequence[str]] = None) -> TimeSeries:
     """Solve ``prob`` at ``times`` and return the states, optionally with Gaussian noise, as data.
@@ -204,7 +204,10 @@ def generate_data(prob: ODEProblem, alg, times, *, noise: float = 0.0, relative:
             of each column's :attr:`TimeSeries.scale` (max |u| of the clean data), so species of
             very different magnitude get comparable relative noise; otherwise in units of ``u``.
             ``0`` (default) returns the solver's values unchanged.
-        relative: see ``noise``.
+        relative: see ``noise``; ``"range"`` makes it a fraction of each column's
+            :attr:`TimeSeries.range` (max − min of the clean data) instead, for species that change
+            by a small fraction of their level (POLLU's y17 moves 1.4 % of its value in 60 minutes:
+            noise of 1 % of its level is 70 % of its change).
         seed: seeds a private ``torch.Generator`` for the noise, so equal seeds give equal data
             and the global random state is untouched; ``None`` draws from torch's global generator.
             The noise is drawn in float64 on the CPU, so it does not depend on the device.
@@ -228,8 +231,8 @@ def generate_data(prob: ODEProblem, alg, times, *, noise: float = 0.0, relative:
                          "(solve each member's problem separately)")
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not math.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0; got {noise!r}")
-    if not isinstance(relative, bool):
-        raise TypeError(f"relative must be True or False; got {relative!r}")
+    if not isinstance(relative, bool) and relative != "range":
+        raise TypeError(f"relative must be True, False or 'range'; got {relative!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"seed must be an int or None; got {seed!r}")
     ts = _check_times(times, prob.tspan)
@@ -242,7 +245,8 @@ def generate_data(prob: ODEProblem, alg, times, *, noise: float = 0.0, relative:
         return clean
     generator = None if seed is None else torch.Generator().manual_seed(int(seed))
     eps = torch.randn(clean.u.shape, generator=generator, dtype=torch.float64)
-    sigma = noise * (clean.scale.to(torch.float64).cpu() if relative else 1.0)
+    scale = clean.range if relative == "range" else clean.scale
+    sigma = noise * (scale.to(torch.float64).cpu() if relative else 1.0)
     u = clean.u + (sigma * eps).to(dtype=clean.u.dtype, device=clean.u.device)
     return TimeSeries(clean.t, u, names)
 

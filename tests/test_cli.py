@@ -55,6 +55,15 @@ def test_robertson_demo_smoke(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
 
 
+def test_robertson_demo_mlp_smoke(tmp_path):
+    # Kim et al.'s network: three AdamW epochs and one L-BFGS step, one loss curve over both
+    assert main(["demo", "robertson", "--model", "mlp", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["model"] == "mlp" and metrics["epochs_run"] == 4 and not metrics["target_reached"]
+    for name in ("robertson.png", "loss.png", "model.pt", "checkpoint.pt", "checkpoint_lbfgs.pt"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
 def test_robertson_demo_bad_options(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "robertson", "--epochs", "0"])

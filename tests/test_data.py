@@ -130,6 +130,12 @@ def test_generate_data_noise_is_reproducible_and_scaled():
     d = generate_data(prob, pyode.Vern7(), times, noise=0.05, relative=False, seed=3)
     abs_std = (d.u - clean.u).std(0)
     assert bool(((abs_std > 0.04) & (abs_std < 0.06)).all()), abs_std
+    # Range-relative noise: 5% of each species' max - min (the same draws, scaled otherwise).
+    e = generate_data(prob, pyode.Vern7(), times, noise=0.05, relative="range", seed=3)
+    torch.testing.assert_close((e.u - clean.u) / clean.range, (a.u - clean.u) / clean.scale)
+    assert bool((clean.range < 0.99 * clean.scale).all())          # the two scales differ here
+    with pytest.raises(TypeError, match="relative must be True, False or 'range'; got 'max'"):
+        generate_data(prob, pyode.Vern7(), times, noise=0.05, relative="max")
 
 
 def test_generate_data_noise_is_the_same_for_float32():

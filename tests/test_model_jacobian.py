@@ -75,6 +75,23 @@ def test_pyode_layers_match_autodiff():
         torch.testing.assert_close(J, autodiff_jacobian(model, u), rtol=1e-12, atol=1e-14, msg=name)
 
 
+def test_reaction_library_and_a_network_correction_match_autodiff():
+    from pyode.reactions import ReactionLibrary
+    torch.manual_seed(0)
+    lib = ReactionLibrary(3, log_k=0.0)
+    with torch.no_grad():
+        lib.log_k.normal_()
+    lib.remove(torch.arange(lib.n_reactions) % 3 == 0)
+    hybrid = Conserving(Sum(lib, SpeciesScaling(mlp(3, 3, width=5, depth=2), torch.tensor([1.0, 1e-4, 2.0]), 10.0)),
+                        torch.ones(1, 3))
+    u = torch.rand(5, 3, **f64) + 1e-3        # positive: at zero the library's floor is not differentiable
+    for model in (lib, hybrid):
+        assert supports(model)
+        y, J = value_and_jacobian(model, u)
+        torch.testing.assert_close(y, model(u), rtol=1e-14, atol=0)
+        torch.testing.assert_close(J, autodiff_jacobian(model, u), rtol=1e-12, atol=1e-14)
+
+
 def test_unsupported_models_are_named():
     assert not supports(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)))
     assert not supports(SpeciesScaling(mlp(3, 3), 1.0, time_dependent=True))
