@@ -497,9 +497,11 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int], Any], 
             A neural ODE's parameters can step into a model whose solution blows up in finite
             time; the solve then fails (:class:`pyode.SolveError`) or the loss or gradient is not
             finite. With ``backtrack > 0`` the parameters and optimizer state return to before the
-            last step, every learning rate is halved (the scheduler's base rates too) and the
-            epoch is run again; a line says so. One snapshot of the parameters and optimizer state
-            is kept for this. The first epoch of a run or a resume has nothing to return to.
+            step that led there (for L-BFGS, whose line search fails inside a step, to before that
+            step), every learning rate is halved (the scheduler's base rates too) and the epoch is
+            run again; a line says so. One snapshot of the parameters and optimizer state is kept
+            for this. The first epoch of a run or a resume has nothing to return to, except with
+            L-BFGS.
 
     Returns:
         The :class:`History`, including the epochs restored from the checkpoint.
@@ -684,11 +686,13 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int], Any], 
                 else:
                     closure()
             except (SolveError, NonFiniteError) as err:
-                if before is None or failures >= backtrack:
+                # L-BFGS fails inside this step (at a trial point of its line search); the other
+                # optimizers fail evaluating the result of the previous step
+                back = snap if lbfgs else before
+                if back is None or failures >= backtrack:
                     raise
                 failures += 1
-                _step_back(model, opt, sched, before)
-                before = None
+                _step_back(model, opt, sched, back)
                 tqdm.write(f"epoch {epoch}: {_first_line(err)}; took back the last step and halved the learning "
                            f"rate to {opt.param_groups[0]['lr']:.3g} ({failures} of {backtrack} in a row)")
                 continue

@@ -293,6 +293,23 @@ def test_backtrack_takes_back_a_failed_step_and_halves_the_learning_rate(capsys)
     assert "took back the last step and halved the learning rate to 0.5 (1 of 3 in a row)" in out
 
 
+def test_backtrack_with_lbfgs_returns_to_before_the_failed_step(capsys):
+    # loss 0.5 (w0 - 1)^2, NaN beyond w0 = 1.5; L-BFGS's first trial step is lr * 1 from w0 = 0:
+    # at lr 4 and 2 it lands in the NaN region inside the step, which is taken back; at lr 1 it
+    # lands on the minimum
+    def loss_fn(model, epoch):
+        w0 = model.w[0]
+        return 0.5 * (w0 - 1.0) ** 2 if float(w0.detach()) <= 1.5 else w0 * float("nan")
+
+    model = Vector()
+    history = fit(model, loss_fn, epochs=2, optimizer="lbfgs", lr=4.0, backtrack=3, progress=False)
+    assert [r["lr"] for r in history] == [1.0, 1.0]
+    assert float(model.w[0]) == pytest.approx(1.0, abs=1e-9)
+    out = capsys.readouterr().out
+    assert "halved the learning rate to 2 (1 of 3 in a row)" in out
+    assert "halved the learning rate to 1 (2 of 3 in a row)" in out
+
+
 def test_backtrack_gives_up_after_as_many_failures_in_a_row():
     model = Vector()
     with pytest.raises(NonFiniteError, match="loss is nan at epoch 2"):
