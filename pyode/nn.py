@@ -399,8 +399,9 @@ def _model_rhs_t(u, model, t):
 
 
 class _ScaledState(nn.Module):
-    """``dx/dt = model(x s) / s`` for the scaled state ``x = u / s``; ``s`` is a buffer, ``model`` the
-    user's module (its parameters stay the ones the solve differentiates)."""
+    """``dx/dt = model(x s) / s`` for the scaled state ``x = u / s``; built per solve by
+    :class:`NeuralODE` from its ``state_scale`` buffer, holding the user's ``model`` (whose
+    parameters are the ones the solve differentiates)."""
 
     def __init__(self, model: nn.Module, scale: torch.Tensor, time_dependent: bool):
         super().__init__()
