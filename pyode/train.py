@@ -11,6 +11,7 @@ history records and that error messages name.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import math
@@ -431,7 +432,6 @@ def _describe_checkpoint(checkpoint: Optional[Path], written: Optional[int]) -> 
 
 
 def _snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    import copy
     return ({k: v.detach().clone() for k, v in model.state_dict().items()}, copy.deepcopy(opt.state_dict()))
 
 
