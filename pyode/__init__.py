@@ -12,6 +12,8 @@ from . import data, losses, nn, plot, train     # models, losses, the fit loop (
 from . import julia                              # the julia engine's Python side; starts no Julia
 from .algorithms import (BS3, DP5, DP8, FBDF, QNDF, RK4, AbstractAlgorithm, AutoDP5, AutoSwitch, AutoTsit5, AutoVern7,
                          Euler, KenCarp4, Kvaerno5, Midpoint, RadauIIA5, Rodas4, Rodas5P, Rosenbrock23, Tsit5, Vern7)
+from .callbacks import (CallbackSet, ContinuousCallback, DiscreteCallback, PresetTimeCallback,
+                        VectorContinuousCallback)
 from .controllers import IController, PIController, PredictiveController
 from .sensealg import (BacksolveAdjoint, DirectAdjoint, ForwardSensitivity, GaussAdjoint, InterpolatingAdjoint,
                        QuadratureAdjoint)
@@ -23,4 +25,5 @@ __all__ = ["ODEProblem", "solve", "ODESolution", "SolverStats", "ReturnCode", "S
            "Rosenbrock23", "Rodas4", "Rodas5P", "KenCarp4", "Kvaerno5", "RadauIIA5", "FBDF", "QNDF",
            "AutoSwitch", "AutoTsit5", "AutoDP5", "AutoVern7", "DirectAdjoint", "ForwardSensitivity",
            "GaussAdjoint", "InterpolatingAdjoint", "BacksolveAdjoint",
-           "QuadratureAdjoint", "julia"]
+           "QuadratureAdjoint", "julia", "ContinuousCallback", "VectorContinuousCallback", "DiscreteCallback",
+           "PresetTimeCallback", "CallbackSet"]

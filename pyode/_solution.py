@@ -47,9 +47,15 @@ class ODESolution:
         stats: :class:`SolverStats`.
         t_final: where each member stopped (float for one problem, tensor for a batch).
         prob, alg: the problem and algorithm solved.
+        t_events, u_events: with continuous callbacks, each member's events in time order: times
+            ``(E,)`` and states just before the affect ``(E, n)`` for one problem, ``(*batch, E)`` and
+            ``(*batch, E, n)`` for a batch (NaN-padded to the member with most events); differentiable
+            like ``u`` (the event time through the implicit function theorem). ``None`` without callbacks.
+        event_callback, event_index: which callback of the (flattened) set fired, and which
+            condition of a ``VectorContinuousCallback`` (0 for a ``ContinuousCallback``); -1 as padding.
     """
 
-    def __init__(self, *, t, u, retcode, stats, prob, alg, t_final, dense, batch_shape):
+    def __init__(self, *, t, u, retcode, stats, prob, alg, t_final, dense, batch_shape, events=None):
         self.t = t
         self.u = u
         self.retcode = retcode
@@ -59,6 +65,7 @@ class ODESolution:
         self.t_final = t_final
         self._dense = dense
         self._batch_shape = batch_shape
+        self.t_events, self.u_events, self.event_callback, self.event_index = events or (None,) * 4
 
     @property
     def success(self) -> bool:

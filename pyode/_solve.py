@@ -24,7 +24,7 @@ __all__ = ["solve"]
 
 _KEYWORDS = ("saveat", "reltol", "abstol", "dt", "adaptive", "maxiters", "dtmin", "dtmax", "tstops",
              "controller", "throw", "progress", "dense", "sensealg", "backend", "internalnorm", "compile",
-             "batch_steps")
+             "batch_steps", "callback")
 _BACKENDS = ("native", "julia")
 
 
@@ -34,7 +34,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
           tstops: Any = None, controller: Optional[AbstractController] = None, throw: bool = True,
           progress: bool = False, dense: Optional[bool] = None, sensealg: Optional[AbstractSensitivityAlgorithm] = None,
           backend: str = "native", internalnorm: Optional[Callable] = None, compile: Optional[bool] = None,
-          batch_steps: str = "member", **unknown) -> ODESolution:
+          batch_steps: str = "member", callback: Any = None, **unknown) -> ODESolution:
     """Integrate ``prob`` with algorithm ``alg`` (default :class:`Tsit5`).
 
     Arguments:
@@ -100,6 +100,12 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             minibatch training): members accept and reject together and land on the save times
             together, at the cost of per-member accuracy guarantees (the error test holds on
             average, not per member) and of the batch's fate (a member that fails fails all).
+        callback: events and callbacks (:mod:`pyode.callbacks`): a :class:`ContinuousCallback`,
+            :class:`VectorContinuousCallback`, :class:`DiscreteCallback`, :class:`PresetTimeCallback`
+            or a :class:`CallbackSet` of them. Events are located per batch member on the dense
+            output; ``sol.t_events`` / ``sol.u_events`` list them. Gradients through events with the
+            default DirectAdjoint (event times and the states after them included); the native
+            engine's reference loop runs them (``compile=True`` and the other sensealgs are refused).
 
     Returns:
         :class:`ODESolution`.
@@ -196,6 +202,19 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         raise ValueError("internalnorm= is not supported with ForwardSensitivity(): its error test runs on the "
                          "state and the sensitivities together; use DirectAdjoint() or an adjoint")
 
+    from .callbacks import PresetTimeCallback, flatten
+
+    callbacks = flatten(callback)
+    if callbacks:
+        _check_callbacks(callbacks, backend, sensealg, sensealg_is_default, explicit_compile and compile, batch_steps)
+        preset = [cb.time_tensor for cb in callbacks if isinstance(cb, PresetTimeCallback)]
+        if preset:
+            lo, hi = min(t0, t1), max(t0, t1)
+            times = torch.cat(preset)
+            times = times[(times >= lo) & (times <= hi)]
+            if times.numel():
+                tstops_v = torch.unique(times if tstops_v is None else torch.cat([tstops_v, times]))
+
     if backend == "julia":
         if explicit_compile and compile:
             raise ValueError("compile=True applies to the native engine; drop it with backend='julia' "
@@ -229,8 +248,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
     opts = SolveOptions(t0=t0, t1=t1, saveat=saveat_v, save_steps=single and saveat_v is None, dense=dense,
                         reltol=reltol_v, abstol=abstol_v, dt=dt_v, adaptive=adaptive, maxiters=int(maxiters),
                         dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress,
-                        controller=controller, internalnorm=internalnorm, shared_steps=batch_steps == "shared")
-    fused = _fused_mode(compile, explicit_compile, alg, opts, sensealg, prob)
+                        controller=controller, internalnorm=internalnorm, shared_steps=batch_steps == "shared",
+                        callbacks=callbacks)
+    fused = None if callbacks else _fused_mode(compile, explicit_compile, alg, opts, sensealg, prob)
     if fused is not None:
         from .native._fused import fused_integrate
 
@@ -422,6 +442,26 @@ def _native_stepper(alg: AbstractAlgorithm, rhs, prob: ODEProblem, reltol, absto
     raise TypeError(f"the native engine has no implementation of {alg!r}")
 
 
+def _check_callbacks(callbacks, backend: str, sensealg, sensealg_is_default: bool, compile_requested: bool,
+                     batch_steps: str) -> None:
+    """Callbacks run in the native engine's reference loop, differentiated by DirectAdjoint."""
+    if backend == "julia":
+        raise ValueError("callback= is not yet supported by backend='julia'; solve with backend='native' "
+                         "(the default), which runs ContinuousCallback, DiscreteCallback and the others")
+    if compile_requested:
+        raise ValueError("compile=True does not support callback=: events run in the reference loop; "
+                         "drop compile (or pass compile=False)")
+    if batch_steps == "shared":
+        raise ValueError("batch_steps='shared' does not support callback=: an event stops a member at its "
+                         "own time, so the members cannot share steps; use batch_steps='member'")
+    if not isinstance(sensealg, DirectAdjoint):
+        raise ValueError(f"sensealg={sensealg!r} does not support callback=: the adjoint's jumps at events "
+                         "are not implemented; use sensealg=DirectAdjoint() (the default), which "
+                         "differentiates event times and the states after them")
+    if sensealg.checkpoints is not None:
+        raise ValueError("DirectAdjoint(checkpoints=...) does not support callback=; use DirectAdjoint()")
+
+
 def _check_alg(alg) -> AbstractAlgorithm:
     if alg is None:
         return Tsit5()
@@ -548,9 +588,19 @@ def _wrap(prob: ODEProblem, alg, raw, throw: bool, adaptive: bool) -> ODESolutio
                             nswitch=0 if raw.nswitch is None else raw.nswitch.reshape(batch_shape))
         t_final = raw.t_final.reshape(batch_shape)
     sol = ODESolution(t=raw.t, u=u, retcode=retcode, stats=stats, prob=prob, alg=alg, t_final=t_final,
-                      dense=raw.dense, batch_shape=batch_shape)
-    failed = torch.nonzero(raw.retcode != ReturnCode.Success).reshape(-1)
+                      dense=raw.dense, batch_shape=batch_shape, events=_events(raw, batch_shape, n))
+    failed = torch.nonzero((raw.retcode != ReturnCode.Success) & (raw.retcode != ReturnCode.Terminated)).reshape(-1)
     if throw and failed.numel() > 0:
         raise SolveError(sol, failed.cpu(), raw.t_final.cpu(), raw.dt_final.cpu(), raw.retcode.cpu(),
                          stiff_alg=alg.stiff, adaptive=adaptive, batch_shape=batch_shape)
     return sol
+
+
+def _events(raw, batch_shape, n: int):
+    """The event record in the user's shapes: one problem's ``(E,)``, a batch's ``(*batch, E)``."""
+    if getattr(raw, "events", None) is None:
+        return None
+    t_ev, u_ev, which, index = raw.events
+    E = t_ev.shape[1]
+    return (t_ev.reshape(*batch_shape, E), u_ev.reshape(*batch_shape, E, n), which.reshape(*batch_shape, E),
+            index.reshape(*batch_shape, E))

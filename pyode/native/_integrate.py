@@ -57,6 +57,7 @@ class SolveOptions:
     controller: object                  # an AbstractController
     internalnorm: Optional[Callable] = None     # norm of the scaled error (B, n) -> (B,); None: RMS
     shared_steps: bool = False          # one step size for the whole batch (batch_steps="shared")
+    callbacks: tuple = ()               # pyode.callbacks objects, flattened
 
 
 @dataclass
@@ -74,6 +75,7 @@ class RawSolution:
     nreject: torch.Tensor
     dense: Optional[object]
     nswitch: Optional[torch.Tensor] = None     # (B,) for AutoSwitch
+    events: Optional[tuple] = None      # (t, u, callback, index) per member, from EventHandler.result
 
 
 class _CountingRHS:
@@ -205,6 +207,10 @@ class Loop:
         self.no_member = torch.zeros(B, dtype=torch.bool, device=dev)
         self.single = len(batch_shape) == 0
         self.bar = None
+        self.events = None
+        if opts.callbacks:
+            from ._events import EventHandler
+            self.events = EventHandler(opts.callbacks, self.f, p, batch_shape, n, B, direction)
         # The stepper as constructed, before any step: begin() returns it to this state.
         self._fresh_stepper = stepper.snapshot()
 
@@ -216,6 +222,8 @@ class Loop:
         stepper.restore(self._fresh_stepper)
         y = u0.reshape(-1, self.n)
         t = torch.full((B,), opts.t0, dtype=torch.float64, device=dev)
+        if self.events is not None:
+            y = self.events.begin(t, y)
         k1 = f(y, t)
         retcode = torch.zeros(B, dtype=torch.long, device=dev)
         done = ~torch.isfinite(k1).all(-1)
@@ -341,27 +349,58 @@ class Loop:
                 f_right = f(y_next, torch.nextafter(t_new, self.toward_end))
                 k1_next = f_right if f1 is None else torch.where(restart[:, None], f_right, f1)
             K = None
-            if (any_save and saver.needs_stages) or dense_rec is not None:
+            events = self.events
+            if (any_save and saver.needs_stages) or dense_rec is not None or events is not None:
                 # Extra stages move only accepted members (finite values for the rest, as above).
                 hs_ok = hs if all_ok else torch.where(ok, hs, zeros_b)
                 K = stepper.dense_stages(f, t, hs_ok, y, att, f1)  # (B, rows, n)
-            if any_save:
-                if opts.shared_steps and all_ok and getattr(saver, "next_together", None) is not None:
+            t_rec, y_rec, ev = t_new, y1, None
+            if events is not None:
+                ev = events.after_step(ok, t, hs_ok, y, t_new, y_next, K, self.dense_coef, land)
+                if ev is not None:
+                    t_rec, y_rec = ev.t_cut, ev.y_cut
+            if any_save or ev is not None:
+                if (ev is None and opts.shared_steps and all_ok
+                        and getattr(saver, "next_together", None) is not None):
                     t_, hs_, t1_ = torch.stack([t[0], hs[0], t_new[0]]).tolist()
                     saver.record_together(t_, hs_, y, t1_, y1, K, self.dense_rows)
                 else:
-                    saver.record(ok, t, hs, y, t_new, y1, K, self.dense_coef)
+                    saver.record(ok, t, hs, y, t_rec, y_rec, K, self.dense_coef)
+                    if ev is not None and isinstance(saver, StepRecorder) and bool(ev.changed.any()):
+                        saver.record(ok, t, hs, y, t_rec, ev.y_after, K, self.dense_coef)
             if dense_rec is not None:
-                dense_rec.record(ok, t, hs, y, K)
+                dense_rec.record(ok, t, hs, y, K, None if ev is None else t_rec)
+            if ev is not None:
+                k1_next = self._after_events(ev, ok, k1_next, t_rec)
+                y_next = ev.y_after
             self.y = y_next
             if k1_next is None or k1 is None:
                 self.k1 = k1_next
             else:
                 self.k1 = k1_next if all_ok else torch.where(ok[:, None], k1_next, k1)
-            self.t = torch.where(ok, t_new, t)
-            self.si = si + (ok & land).long()
+            self.t = torch.where(ok, t_rec, t)
+            self.si = si + (ok & land & (ev is None or ~ev.cut)).long()
         if self.bar is not None:
             _advance(self.bar, self.t, self.done, direction, opts.t0)
+
+    def _after_events(self, ev, ok, k1_next, t_rec):
+        """Return codes and the stepper after this iteration's events; ``k1`` where the state jumped."""
+        terminated = ev.terminated & ok
+        # a member cut short of its last stop has not finished; one that terminated has, by request
+        reopened = ev.cut & ~terminated & self.done & (self.retcode == ReturnCode.Success)
+        # ... unless that was its last allowed attempt (events piling up at a Zeno point end here)
+        spent = reopened & (self.iters >= self.opts.maxiters)
+        self.retcode = torch.where(spent, ReturnCode.MaxIters, self.retcode)
+        reopened = reopened & ~spent
+        self.done = (self.done & ~reopened) | terminated
+        self.retcode = torch.where(terminated, ReturnCode.Terminated, self.retcode)
+        self.all_done = bool(self.done.all())
+        jumped = ev.moving & ok
+        if bool(jumped.any()):
+            self.stepper.restart(jumped)
+            k1_after = self.f(ev.y_after, t_rec)
+            k1_next = k1_after if k1_next is None else torch.where(jumped[:, None], k1_after, k1_next)
+        return k1_next
 
     def close(self) -> None:
         """After the last iteration: the end values of a batch without saveat, the progress bar."""
@@ -369,7 +408,7 @@ class Loop:
             self.bar.close()
             self.bar = None
         if isinstance(self.saver, EndRecorder):
-            self.saver.finish(self.y, self.retcode == ReturnCode.Success)
+            self.saver.finish(self.y, (self.retcode == ReturnCode.Success) | (self.retcode == ReturnCode.Terminated))
 
     def result(self) -> RawSolution:
         stepper, t = self.stepper, self.t
@@ -379,7 +418,8 @@ class Loop:
                  if dense_rec and dense_rec.steps else None)
         return RawSolution(t=ts, u=us, retcode=self.retcode, t_final=t, dt_final=self.h, nf=self.f.calls,
                            njac=stepper.njac, nlu=stepper.nlu, nsolve=stepper.nsolve, naccept=self.naccept,
-                           nreject=self.nreject, dense=dense, nswitch=getattr(stepper, "nswitch", None))
+                           nreject=self.nreject, dense=dense, nswitch=getattr(stepper, "nswitch", None),
+                           events=None if self.events is None else self.events.result(self.dtype, self.dev))
 
     # ---- checkpointing ----------------------------------------------------------------------------
     def snapshot(self) -> dict:

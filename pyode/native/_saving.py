@@ -235,9 +235,13 @@ class DenseRecorder:
 
     def __init__(self):
         self.steps: List[tuple] = []
+        #: per step, where each member's piece of the interpolant ends when an event cut the step
+        #: short of ``t + h`` (None: at ``t + h``)
+        self.ends: List[Optional[torch.Tensor]] = []
 
-    def record(self, ok, t, hs, y, K):
+    def record(self, ok, t, hs, y, K, t_end: Optional[torch.Tensor] = None):
         self.steps.append((t, hs, y, K, ok))
+        self.ends.append(t_end)
 
     def fork(self) -> "DenseRecorder":
         return DenseRecorder()
@@ -249,13 +253,16 @@ class DenseRecorder:
         self.steps = [(t, hs, values[2 * i], values[2 * i + 1], ok) for i, (t, hs, _, _, ok) in enumerate(self.steps)]
 
     def build(self, dense: torch.Tensor, direction: float, t0: float, t_reached: torch.Tensor) -> "DenseOutput":
-        return DenseOutput(self.steps, dense, direction, t0, t_reached)
+        ends = None
+        if any(e is not None for e in self.ends):
+            ends = torch.stack([s[0] + s[1] if e is None else e for s, e in zip(self.steps, self.ends)])
+        return DenseOutput(self.steps, dense, direction, t0, t_reached, ends)
 
 
 class DenseOutput:
     """Per-member piecewise-polynomial interpolant over the accepted steps."""
 
-    def __init__(self, steps, dense, direction, t0, t_reached):
+    def __init__(self, steps, dense, direction, t0, t_reached, ends: Optional[torch.Tensor] = None):
         self.dense, self.direction, self.t0, self.t_reached = dense, direction, t0, t_reached
         T0 = torch.stack([s[0] for s in steps])                          # (S, B)
         H = torch.stack([s[1] for s in steps])
@@ -267,7 +274,7 @@ class DenseOutput:
         self.H = H.gather(0, order)
         S = T0.shape[0]
         valid = torch.arange(S, device=T0.device)[:, None] < self.count[None, :]
-        ends = direction * (self.T0 + self.H)
+        ends = direction * (self.T0 + self.H if ends is None else ends.gather(0, order))
         self.keys = torch.where(valid, ends, torch.full_like(ends, float("inf"))).T.contiguous()  # (B, S)
         self.order = order
         # Past its last step a member extrapolates that step, not a padding row of a longer member's.
