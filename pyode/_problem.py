@@ -42,6 +42,25 @@ def _as_state(u0: Any) -> torch.Tensor:
     return u
 
 
+def _as_mass_matrix(M: Any, u0: torch.Tensor) -> torch.Tensor:
+    n = u0.shape[-1]
+    try:
+        m = torch.as_tensor(M.detach() if isinstance(M, torch.Tensor) else np.asarray(M, dtype=float))
+    except (TypeError, ValueError):
+        raise TypeError(f"mass_matrix must be an (n, n) tensor or array of numbers; got {type(M).__name__}") from None
+    if m.shape != (n, n):
+        raise ValueError(f"mass_matrix has shape {tuple(m.shape)}, but the state has n = {n} components: "
+                         f"pass an ({n}, {n}) matrix (one row per equation, one column per component)")
+    if not m.is_floating_point() or m.is_complex():
+        m = m.to(torch.float64)
+    if not bool(torch.isfinite(m).all()):
+        raise ValueError("mass_matrix contains NaN or Inf; every entry must be finite")
+    if isinstance(M, torch.Tensor) and M.requires_grad:
+        raise ValueError("mass_matrix requires grad, but M is treated as a constant (no gradient with "
+                         "respect to it); pass M.detach()")
+    return m.to(device=u0.device, dtype=torch.float64)
+
+
 def _time_leaves(tspan: Any) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """The entries of ``tspan`` that are tensors requiring grad (None for the others)."""
     if isinstance(tspan, torch.Tensor):
@@ -94,6 +113,10 @@ class ODEProblem:
         tgrad: optional time derivative ``tgrad(u, p, t) -> ∂f/∂t`` of shape ``(*batch, n)``, used
             with ``jac`` by Rosenbrock methods (as ODEFunction's ``tgrad``); without it they take
             ``∂f/∂t`` by forward-mode automatic differentiation.
+        mass_matrix: optional constant ``(n, n)`` matrix ``M`` of ``M du/dt = f(u, p, t)``
+            (ODEFunction's ``mass_matrix``). A singular ``M`` makes the problem a DAE: rows of zeros
+            are algebraic equations ``0 = f_i(u, p, t)``. Index-1 DAEs are solved by Rosenbrock23,
+            Rodas4, Rodas5P, RadauIIA5, FBDF and QNDF; ``u0`` must satisfy the algebraic equations.
 
     Raises:
         TypeError / ValueError naming the argument when ``f``/``jac`` are not callable, ``u0`` is
@@ -106,6 +129,7 @@ class ODEProblem:
     p: Any = None
     jac: Optional[Callable] = None
     tgrad: Optional[Callable] = None
+    mass_matrix: Any = None
     # (t0, t1) as tensors where they require grad, else None: the floats in ``tspan`` drive the solve.
     time_leaves: Tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = field(
         init=False, repr=False, default=(None, None))
@@ -118,6 +142,8 @@ class ODEProblem:
         if self.tgrad is not None and not callable(self.tgrad):
             raise TypeError(f"tgrad must be callable as tgrad(u, p, t) or None; got {type(self.tgrad).__name__}")
         object.__setattr__(self, "u0", _as_state(self.u0))
+        if self.mass_matrix is not None:
+            object.__setattr__(self, "mass_matrix", _as_mass_matrix(self.mass_matrix, self.u0))
         object.__setattr__(self, "time_leaves", _time_leaves(self.tspan))
         object.__setattr__(self, "tspan", _as_tspan(self.tspan))
 
@@ -128,7 +154,8 @@ class ODEProblem:
     def remake(self, **changes) -> "ODEProblem":
         """A copy with some fields replaced (as SciML's ``remake``)."""
         tspan = tuple(leaf if leaf is not None else t for leaf, t in zip(self.time_leaves, self.tspan))
-        fields = dict(f=self.f, u0=self.u0, tspan=tspan, p=self.p, jac=self.jac, tgrad=self.tgrad)
+        fields = dict(f=self.f, u0=self.u0, tspan=tspan, p=self.p, jac=self.jac, tgrad=self.tgrad,
+                      mass_matrix=self.mass_matrix)
         unknown = set(changes) - set(fields)
         if unknown:
             raise TypeError(f"remake got unknown field(s) {sorted(unknown)}; fields are {sorted(fields)}")

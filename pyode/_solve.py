@@ -215,6 +215,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             if times.numel():
                 tstops_v = torch.unique(times if tstops_v is None else torch.cat([tstops_v, times]))
 
+    if prob.mass_matrix is not None:
+        _check_mass_matrix(prob, alg, backend, sensealg, explicit_compile and compile, abstol_v)
+
     if backend == "julia":
         if explicit_compile and compile:
             raise ValueError("compile=True applies to the native engine; drop it with backend='julia' "
@@ -250,7 +253,7 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
                         dtmin=float(dtmin_v), dtmax=float(dtmax_v), tstops=tstops_v, progress=progress,
                         controller=controller, internalnorm=internalnorm, shared_steps=batch_steps == "shared",
                         callbacks=callbacks)
-    fused = None if callbacks else _fused_mode(compile, explicit_compile, alg, opts, sensealg, prob)
+    fused = None if callbacks or prob.mass_matrix is not None else _fused_mode(compile, explicit_compile, alg, opts, sensealg, prob)
     if fused is not None:
         from .native._fused import fused_integrate
 
@@ -425,20 +428,25 @@ def _native_stepper(alg: AbstractAlgorithm, rhs, prob: ODEProblem, reltol, absto
                  for a, s in zip((alg.nonstiffalg, alg.stiffalg), subs)]
         return AutoSwitchStepper(*subs, *ctrls, stability_boundary(alg.nonstiffalg.tableau), alg)
     jac = rhs.jac(prob.jac) if prob.jac is not None else None
+    mass = None
+    if prob.mass_matrix is not None:
+        from .native._mass import MassMatrix
+        mass = MassMatrix(prob.mass_matrix, prob.u0.dtype, prob.u0.device)
     if isinstance(alg, AbstractRosenbrock):
         from .native._refinement import needs_refinement
         tgrad = rhs.tgrad(prob.tgrad) if prob.tgrad is not None and jac is not None else None
         return RosenbrockStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff, user_tgrad=tgrad),
-                                 refine=needs_refinement(prob.u0, abstol))
+                                 refine=needs_refinement(prob.u0, abstol), mass=mass)
     if isinstance(alg, AbstractESDIRK):
         return EsdirkStepper(alg.tableau, JacobianEvaluator(rhs, jac, alg.autodiff, time_derivative=False), reltol, abstol)
     if isinstance(alg, RadauIIA5):
         from .native._radau import RadauStepper
-        return RadauStepper(JacobianEvaluator(rhs, jac, alg.autodiff, time_derivative=False), reltol, abstol)
+        return RadauStepper(JacobianEvaluator(rhs, jac, alg.autodiff, time_derivative=False), reltol, abstol,
+                            mass=mass)
     if isinstance(alg, AbstractBDF):
         from .native._bdf import BDFStepper
         return BDFStepper(alg.max_order, alg.kappa, JacobianEvaluator(rhs, jac, alg.autodiff, time_derivative=False),
-                          reltol, abstol)
+                          reltol, abstol, mass=mass)
     raise TypeError(f"the native engine has no implementation of {alg!r}")
 
 
@@ -460,6 +468,44 @@ def _check_callbacks(callbacks, backend: str, sensealg, sensealg_is_default: boo
                          "differentiates event times and the states after them")
     if sensealg.checkpoints is not None:
         raise ValueError("DirectAdjoint(checkpoints=...) does not support callback=; use DirectAdjoint()")
+
+
+_MASS_MATRIX_ALGS = "Rosenbrock23(), Rodas4(), Rodas5P(), RadauIIA5(), FBDF() or QNDF()"
+
+
+def _check_mass_matrix(prob: ODEProblem, alg, backend: str, sensealg, compile_requested: bool, abstol) -> None:
+    """A mass matrix needs a method that solves with it, DirectAdjoint, and a consistent ``u0``."""
+    if backend == "julia":
+        raise ValueError("mass_matrix is not yet supported by backend='julia'; solve with backend='native' "
+                         f"and one of {_MASS_MATRIX_ALGS}")
+    if not isinstance(alg, (AbstractRosenbrock, RadauIIA5, AbstractBDF)):
+        raise ValueError(f"{alg!r} cannot solve a problem with a mass_matrix; use {_MASS_MATRIX_ALGS} "
+                         "(the methods that solve M du/dt = f, as OrdinaryDiffEq's mass-matrix methods)")
+    if compile_requested:
+        raise ValueError("compile=True does not support mass_matrix; drop compile (or pass compile=False)")
+    if not isinstance(sensealg, DirectAdjoint) or sensealg.checkpoints is not None:
+        raise ValueError(f"sensealg={sensealg!r} does not support mass_matrix (the adjoint of a DAE is not "
+                         "implemented); use sensealg=DirectAdjoint(), the default")
+    # The algebraic equations are the left null space of M: N^T f(u0) must vanish.
+    M = prob.mass_matrix
+    U, S, _ = torch.linalg.svd(M)
+    null = S <= 1e-12 * float(S.max()) if float(S.max()) > 0 else torch.ones_like(S, dtype=torch.bool)
+    if not bool(null.any()):
+        return
+    N = U[:, null].to(prob.u0.dtype)                                      # (n, r)
+    with torch.no_grad():
+        t0 = torch.full(prob.batch_shape, prob.tspan[0], dtype=torch.float64, device=prob.u0.device)
+        f0 = prob.f(prob.u0.detach(), prob.p, t0)
+        residual = (f0.reshape(-1, f0.shape[-1]) @ N.to(f0.device)).abs()
+    tol = float(abstol.max()) if isinstance(abstol, torch.Tensor) else float(abstol)
+    worst = float(residual.max())
+    if not worst <= tol:
+        diag = torch.diagonal(M)
+        rows = torch.nonzero(diag == 0).reshape(-1).tolist() if bool((M == torch.diag(diag)).all()) else None
+        where = f" (the rows of M that are zero: {rows})" if rows else ""
+        raise ValueError(f"u0 is inconsistent with the algebraic equations of mass_matrix{where}: their residual "
+                         f"in f(u0, p, t0) is {worst:.3g}, above abstol={tol:g}; choose u0 that satisfies them "
+                         "(solve the algebraic equations for the algebraic variables first)")
 
 
 def _check_alg(alg) -> AbstractAlgorithm:

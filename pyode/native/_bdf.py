@@ -69,8 +69,10 @@ class BDFStepper(AbstractStepper):
     needs_fsal = False
     start_order = 1
 
-    def __init__(self, max_order: int, kappa, jacobian: JacobianEvaluator, reltol, abstol):
+    def __init__(self, max_order: int, kappa, jacobian: JacobianEvaluator, reltol, abstol, mass=None):
         self.max_order = max_order
+        # M du/dt = f: the corrector is M (ψ + d) = c f(y), Newton's matrix M - cJ
+        self.mass = mass
         self.order = max_order
         self.embedded_order = None
         self.interpolant_order = max_order
@@ -234,7 +236,7 @@ class BDFStepper(AbstractStepper):
     def _factorised(self, c: torch.Tensor, force: bool = False) -> IterationMatrix:
         """LU of ``I - cJ``; refactorised only when some member's ``c`` (or ``J``) changed."""
         if force or self.W is None or bool((c != self.W_c).any()):
-            self.W = factorize(self.J, c, 1.0, rosenbrock=False)
+            self.W = factorize(self.J, c, 1.0, rosenbrock=False, mass=self.mass)
             self.W_c = c
             self.nlu += 1
             return self.W
@@ -249,7 +251,7 @@ class BDFStepper(AbstractStepper):
         n_iter = torch.zeros(active.shape, dtype=torch.long, device=active.device)
         dn_old = None
         for it in range(_NEWTON_MAXITER):
-            dy = W.solve(cc * f(y, t1) - psi - d)
+            dy = W.solve(cc * f(y, t1) - (psi + d if self.mass is None else self.mass.apply(psi + d)))
             self.nsolve += 1
             with torch.no_grad():
                 dn = (dy / scale).to(torch.float64).square().mean(-1).sqrt()

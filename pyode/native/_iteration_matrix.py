@@ -19,8 +19,9 @@ class IterationMatrix(NamedTuple):
         return torch.linalg.lu_solve(self.LU, self.pivots, rhs[..., None])[..., 0]
 
 
-def factorize(J: torch.Tensor, hs: torch.Tensor, gamma: float, rosenbrock: bool) -> IterationMatrix:
-    """LU of ``I/(hγ) - J`` (Rosenbrock) or ``I - hγJ`` (ESDIRK Newton), per member.
+def factorize(J: torch.Tensor, hs: torch.Tensor, gamma: float, rosenbrock: bool, mass=None) -> IterationMatrix:
+    """LU of ``I/(hγ) - J`` (Rosenbrock) or ``I - hγJ`` (ESDIRK Newton), per member; with a
+    :class:`~._mass.MassMatrix` ``M`` in place of ``I``.
 
     Members that do not move (``hs == 0``) get the identity: finite, never singular, and the
     callers zero their increments.
@@ -31,6 +32,7 @@ def factorize(J: torch.Tensor, hs: torch.Tensor, gamma: float, rosenbrock: bool)
     h = torch.where(moving, hs, torch.ones_like(hs)).to(J.dtype)[:, None]
     eye = torch.eye(n, dtype=J.dtype, device=J.device)
     hg = (h * gamma)[..., None]
-    W = eye / hg - J if rosenbrock else eye - hg * J
+    M = eye if mass is None else mass.matrix.to(J.dtype)
+    W = M / hg - J if rosenbrock else M - hg * J
     LU, pivots, info = torch.linalg.lu_factor_ex(torch.where(keep[..., None], W, eye))
     return IterationMatrix(h, keep, LU, pivots, moving & (info != 0))

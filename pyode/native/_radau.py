@@ -59,8 +59,11 @@ class RadauStepper(AbstractStepper):
     interpolant_order = 3
     dense = tab.DENSE
 
-    def __init__(self, jacobian: JacobianEvaluator, reltol, abstol):
+    def __init__(self, jacobian: JacobianEvaluator, reltol, abstol, mass=None):
         self.jacobian = jacobian
+        # M du/dt = f (radau5.f's IMAS = 1): M in place of I in both matrices and in the terms
+        # that multiply W and the error estimate's stage combination
+        self.mass = mass
         self.reltol, self.abstol = reltol, abstol
         self.nlu = self.nsolve = 0
         self._hist = None          # per-member history, created on the first step
@@ -146,10 +149,12 @@ class RadauStepper(AbstractStepper):
 
         # One real and one complex matrix per step; members that do not move get the identity.
         eye = torch.eye(n, dtype=dtype, device=y.device)
-        E1 = torch.where(keep3, (tab.GAMMA / h)[..., None] * eye - J, eye)
+        M = eye if self.mass is None else self.mass.matrix.to(dtype)
+        E1 = torch.where(keep3, (tab.GAMMA / h)[..., None] * M - J, eye)
         ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
         mu = torch.complex(tab.ALPHA / h, tab.BETA / h)[..., None]
-        E2 = torch.where(keep3, mu * eye.to(ctype) - J.to(ctype), eye.to(ctype))
+        E2 = torch.where(keep3, mu * M.to(ctype) - J.to(ctype), eye.to(ctype))
+        mass = self.mass.apply if self.mass is not None else (lambda v: v)
         LU1, piv1, info1 = torch.linalg.lu_factor_ex(E1)
         LU2, piv2, info2 = torch.linalg.lu_factor_ex(E2)
         self.nlu += 1
@@ -173,9 +178,9 @@ class RadauStepper(AbstractStepper):
             iters = iters + (~done).long()
             F = torch.stack([f(y + Z[:, i], ts[i]) for i in range(3)], 1)
             G = self._TI @ F
-            dW1 = solve1(G[:, 0] - tab.GAMMA / h * W[:, 0])
-            rhs2 = torch.complex(G[:, 1] - (tab.ALPHA * W[:, 1] - tab.BETA * W[:, 2]) / h,
-                                 G[:, 2] - (tab.BETA * W[:, 1] + tab.ALPHA * W[:, 2]) / h)
+            dW1 = solve1(G[:, 0] - mass(tab.GAMMA / h * W[:, 0]))
+            rhs2 = torch.complex(G[:, 1] - mass((tab.ALPHA * W[:, 1] - tab.BETA * W[:, 2]) / h),
+                                 G[:, 2] - mass((tab.BETA * W[:, 1] + tab.ALPHA * W[:, 2]) / h))
             dV = torch.linalg.lu_solve(LU2, piv2, rhs2[..., None])[..., 0]
             self.nsolve += 2
             dW = torch.stack([dW1, dV.real, dV.imag], 1)
@@ -204,7 +209,7 @@ class RadauStepper(AbstractStepper):
         y1 = y + Z[:, 2]
 
         with torch.no_grad():
-            tmp = (self._E @ Z) / h
+            tmp = mass((self._E @ Z) / h)
             err = solve1(k1 + tmp)
             self.nsolve += 1
             refine = moving & ~failed & (first | after_reject)

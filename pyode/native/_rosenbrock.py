@@ -48,7 +48,7 @@ def _rosenbrock_dense_rows(b, dense):
 class RosenbrockStepper(AbstractStepper):
     """Per-solve numerics of a Rosenbrock method and its work counters."""
 
-    def __init__(self, tableau: RosenbrockTableau, jacobian: JacobianEvaluator, refine: bool = False):
+    def __init__(self, tableau: RosenbrockTableau, jacobian: JacobianEvaluator, refine: bool = False, mass=None):
         if tableau.dense is None:
             raise ValueError(f"{tableau.name} has no dense output rows; the generic Rosenbrock loop needs them")
         self.tableau = tableau
@@ -60,7 +60,9 @@ class RosenbrockStepper(AbstractStepper):
         self.jacobian = jacobian
         # One correction of every stage solve from a residual in twice the precision (see
         # _refinement): decided once per solve from the tolerances, so the step has no branch.
-        self.refine = refine
+        self.refine = refine and mass is None
+        # M du/dt = f (Hairer & Wanner VI.4): W = M/(hγ) - J, and the coupling terms carry M.
+        self.mass = mass
         self.nlu = self.nsolve = 0
 
     @property
@@ -77,7 +79,7 @@ class RosenbrockStepper(AbstractStepper):
     def step(self, f: Callable, t: torch.Tensor, hs: torch.Tensor, t_end: torch.Tensor, y: torch.Tensor,
              k1: torch.Tensor) -> Attempt:
         J, dfdt = self.jacobian(y, t, k1)
-        W = factorize(J, hs, self.gamma, rosenbrock=True)
+        W = factorize(J, hs, self.gamma, rosenbrock=True, mass=self.mass)
         self.nlu += 1
         self.nsolve += len(self.c) * (2 if self.refine else 1)
         return self._stages(f, t, hs, t_end, y, k1, dfdt, W.h, W.keep, self._solver(W.solve, J, W.h, W.keep),
@@ -122,7 +124,7 @@ class RosenbrockStepper(AbstractStepper):
             rhs = Fi + (h * self.d[i]) * dfdt
             coupling = lincomb(self.C[i][:i], U) if i else None
             if coupling is not None:
-                rhs = rhs + coupling / h
+                rhs = rhs + (coupling if self.mass is None else self.mass.apply(coupling)) / h
             Ui = solve(rhs)
             U.append(torch.where(keep, Ui, torch.zeros_like(Ui)))
         y1 = y + lincomb(self.b, U)
