@@ -331,3 +331,24 @@ def test_callback_constructors_validate_their_arguments():
         CallbackSet(ball_cb(), lambda u: u)
     with pytest.raises(TypeError, match="callback must be a pyode callback"):
         pyode.solve(_ball_prob(), pyode.Tsit5(), callback=lambda u, p, t: u)
+
+
+def test_a_terminated_member_keeps_its_event_state_and_no_later_saves():
+    # u' = -u from u0 = 1, 2, 4; stop at u = 1.5: the first member never gets there
+    cb = ContinuousCallback(lambda u, p, t: u[..., 0] - 1.5, terminate=True)
+    u0 = torch.tensor([[1.0], [2.0], [4.0]], dtype=F64)
+    prob = pyode.ODEProblem(lambda u, p, t: -u, u0, (0.0, 3.0))
+    ends = pyode.solve(prob, pyode.Tsit5(), callback=cb, reltol=1e-10, abstol=1e-12)
+    want = torch.tensor([3.0, math.log(2 / 1.5), math.log(4 / 1.5)], dtype=F64)
+    assert ends.retcode.tolist() == [ReturnCode.Success, ReturnCode.Terminated, ReturnCode.Terminated]
+    torch.testing.assert_close(ends.t_final, want, rtol=1e-9, atol=0)
+    torch.testing.assert_close(ends.u[-1, :, 0], torch.tensor([math.exp(-3.0), 1.5, 1.5], dtype=F64),
+                               rtol=1e-9, atol=0)
+    saved = pyode.solve(prob, pyode.Tsit5(), callback=cb, saveat=[0.1, 0.5, 2.0], reltol=1e-10, abstol=1e-12)
+    # member 1 stops at 0.288: its later save points were never reached
+    assert bool(torch.isnan(saved.u[1:, 1]).all()) and not bool(torch.isnan(saved.u[:, 0]).any())
+    # one problem's saved times end at its event
+    one = pyode.solve(pyode.ODEProblem(lambda u, p, t: -u, u0[2], (0.0, 3.0)), pyode.Tsit5(), callback=cb,
+                      saveat=[0.1, 0.5, 2.0], dense=True, reltol=1e-10, abstol=1e-12)
+    assert one.t.tolist() == [0.1, 0.5] and one.retcode == ReturnCode.Terminated
+    assert bool(torch.isnan(one(2.5)).all())
