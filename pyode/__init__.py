@@ -14,6 +14,7 @@ from .algorithms import (BS3, DP5, DP8, FBDF, QNDF, RK4, AbstractAlgorithm, Auto
                          Euler, KenCarp4, Kvaerno5, Midpoint, RadauIIA5, Rodas4, Rodas5P, Rosenbrock23, Tsit5, Vern7)
 from .callbacks import (CallbackSet, ContinuousCallback, DiscreteCallback, PresetTimeCallback,
                         VectorContinuousCallback)
+from .initialization import BrownFullBasicInit, CheckInit
 from .controllers import IController, PIController, PredictiveController
 from .sensealg import (BacksolveAdjoint, DirectAdjoint, ForwardSensitivity, GaussAdjoint, InterpolatingAdjoint,
                        QuadratureAdjoint)
@@ -26,4 +27,4 @@ __all__ = ["ODEProblem", "solve", "ODESolution", "SolverStats", "ReturnCode", "S
            "AutoSwitch", "AutoTsit5", "AutoDP5", "AutoVern7", "DirectAdjoint", "ForwardSensitivity",
            "GaussAdjoint", "InterpolatingAdjoint", "BacksolveAdjoint",
            "QuadratureAdjoint", "julia", "ContinuousCallback", "VectorContinuousCallback", "DiscreteCallback",
-           "PresetTimeCallback", "CallbackSet"]
+           "PresetTimeCallback", "CallbackSet", "CheckInit", "BrownFullBasicInit"]

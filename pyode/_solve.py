@@ -24,7 +24,7 @@ __all__ = ["solve"]
 
 _KEYWORDS = ("saveat", "reltol", "abstol", "dt", "adaptive", "maxiters", "dtmin", "dtmax", "tstops",
              "controller", "throw", "progress", "dense", "sensealg", "backend", "internalnorm", "compile",
-             "batch_steps", "callback")
+             "batch_steps", "callback", "initializealg")
 _BACKENDS = ("native", "julia")
 
 
@@ -34,7 +34,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
           tstops: Any = None, controller: Optional[AbstractController] = None, throw: bool = True,
           progress: bool = False, dense: Optional[bool] = None, sensealg: Optional[AbstractSensitivityAlgorithm] = None,
           backend: str = "native", internalnorm: Optional[Callable] = None, compile: Optional[bool] = None,
-          batch_steps: str = "member", callback: Any = None, **unknown) -> ODESolution:
+          batch_steps: str = "member", callback: Any = None, initializealg: Any = None,
+          **unknown) -> ODESolution:
     """Integrate ``prob`` with algorithm ``alg`` (default :class:`Tsit5`).
 
     Arguments:
@@ -106,6 +107,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             output; ``sol.t_events`` / ``sol.u_events`` list them. Gradients through events with the
             default DirectAdjoint (event times and the states after them included); the native
             engine's reference loop runs them (``compile=True`` and the other sensealgs are refused).
+        initializealg: for a singular ``prob.mass_matrix``: :class:`~pyode.CheckInit` (default:
+            an inconsistent ``u0`` is an error) or :class:`~pyode.BrownFullBasicInit` (the algebraic
+            variables are solved for; ``sol.u[0]`` is then the consistent state).
 
     Returns:
         :class:`ODESolution`.
@@ -215,8 +219,20 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             if times.numel():
                 tstops_v = torch.unique(times if tstops_v is None else torch.cat([tstops_v, times]))
 
+    from .initialization import AbstractInitialization, BrownFullBasicInit
+
+    if initializealg is not None and not isinstance(initializealg, AbstractInitialization):
+        raise TypeError(f"initializealg must be pyode.CheckInit() or pyode.BrownFullBasicInit(); "
+                        f"got {type(initializealg).__name__}")
     if prob.mass_matrix is not None:
+        if isinstance(initializealg, BrownFullBasicInit) and backend == "native":
+            from .initialization import brown_full_basic_init
+            tol = float(abstol_v.max()) if isinstance(abstol_v, torch.Tensor) else float(abstol_v)
+            prob = prob.remake(u0=brown_full_basic_init(prob, initializealg, tol))
+            u0 = prob.u0
         _check_mass_matrix(prob, alg, backend, sensealg, explicit_compile and compile, abstol_v)
+    elif initializealg is not None:
+        raise ValueError("initializealg applies to problems with a mass_matrix (DAEs); drop it")
 
     if backend == "julia":
         if explicit_compile and compile:
@@ -487,16 +503,14 @@ def _check_mass_matrix(prob: ODEProblem, alg, backend: str, sensealg, compile_re
         raise ValueError(f"sensealg={sensealg!r} does not support mass_matrix (the adjoint of a DAE is not "
                          "implemented); use sensealg=DirectAdjoint(), the default")
     # The algebraic equations are the left null space of M: N^T f(u0) must vanish.
+    from .initialization import algebraic_residual, null_spaces
+
     M = prob.mass_matrix
-    U, S, _ = torch.linalg.svd(M)
-    null = S <= 1e-12 * float(S.max()) if float(S.max()) > 0 else torch.ones_like(S, dtype=torch.bool)
-    if not bool(null.any()):
+    N, _ = null_spaces(M)
+    if N.shape[1] == 0:
         return
-    N = U[:, null].to(prob.u0.dtype)                                      # (n, r)
     with torch.no_grad():
-        t0 = torch.full(prob.batch_shape, prob.tspan[0], dtype=torch.float64, device=prob.u0.device)
-        f0 = prob.f(prob.u0.detach(), prob.p, t0)
-        residual = (f0.reshape(-1, f0.shape[-1]) @ N.to(f0.device)).abs()
+        residual = algebraic_residual(prob, prob.u0.detach(), N).abs()
     tol = float(abstol.max()) if isinstance(abstol, torch.Tensor) else float(abstol)
     worst = float(residual.max())
     if not worst <= tol:
@@ -505,7 +519,8 @@ def _check_mass_matrix(prob: ODEProblem, alg, backend: str, sensealg, compile_re
         where = f" (the rows of M that are zero: {rows})" if rows else ""
         raise ValueError(f"u0 is inconsistent with the algebraic equations of mass_matrix{where}: their residual "
                          f"in f(u0, p, t0) is {worst:.3g}, above abstol={tol:g}; choose u0 that satisfies them "
-                         "(solve the algebraic equations for the algebraic variables first)")
+                         "(solve the algebraic equations for the algebraic variables first), or pass "
+                         "initializealg=pyode.BrownFullBasicInit() to have them solved")
 
 
 def _check_alg(alg) -> AbstractAlgorithm:

@@ -172,3 +172,64 @@ def test_methods_and_sensealgs_without_mass_matrix_support_are_refused():
         pyode.solve(prob, pyode.Rodas5P(), backend="julia")
     with pytest.raises(ValueError, match="compile=True does not support mass_matrix"):
         pyode.solve(prob, pyode.Rodas5P(), compile=True)
+
+
+def test_brown_full_basic_init_solves_the_algebraic_variable_and_differentiates_it():
+    # y3 = 1 - y1 - y2 is found from an inconsistent guess; its derivative with respect to y1(0)
+    # is -1 through the initialisation
+    y1 = torch.tensor(0.9, dtype=F64, requires_grad=True)
+    u0 = torch.stack([y1, torch.tensor(0.0, dtype=F64), torch.tensor(0.7, dtype=F64)])
+    prob = pyode.ODEProblem(rober_dae, u0, (0.0, 10.0), LOGK, mass_matrix=M_ROBER)
+    sol = pyode.solve(prob, pyode.Rodas5P(), initializealg=pyode.BrownFullBasicInit(), reltol=1e-8, abstol=1e-12)
+    torch.testing.assert_close(sol.u[0], torch.tensor([0.9, 0.0, 0.1], dtype=F64), rtol=0, atol=1e-15)
+    (d,) = torch.autograd.grad(sol.u[0, 2], y1, retain_graph=True)
+    assert abs(float(d) + 1.0) < 1e-12
+    # the whole solve equals the one started from the consistent state
+    ref = pyode.solve(pyode.ODEProblem(rober_dae, torch.tensor([0.9, 0.0, 0.1], dtype=F64), (0.0, 10.0), LOGK,
+                                       mass_matrix=M_ROBER), pyode.Rodas5P(), reltol=1e-8, abstol=1e-12)
+    torch.testing.assert_close(sol.u[-1], ref.u[-1], rtol=1e-12, atol=1e-18)
+    # and y1(0)'s gradient of the end state matches central differences through the initialisation
+    (g,) = torch.autograd.grad(sol.u[-1, 0], y1)
+    with torch.no_grad():
+        def end(v):
+            u = torch.tensor([v, 0.0, 0.7], dtype=F64)
+            p = pyode.ODEProblem(rober_dae, u, (0.0, 10.0), LOGK, mass_matrix=M_ROBER)
+            return float(pyode.solve(p, pyode.Rodas5P(), initializealg=pyode.BrownFullBasicInit(),
+                                     reltol=1e-10, abstol=1e-14).u[-1, 0])
+        fd = (end(0.9 + 1e-6) - end(0.9 - 1e-6)) / 2e-6
+    assert abs(float(g) - fd) <= 1e-6 * abs(fd)
+
+
+def test_brown_full_basic_init_with_a_non_diagonal_mass_matrix_and_a_batch():
+    Q = torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 2.0], [1.0, 0.0, 1.0]], dtype=F64)
+
+    def mixed(u, p, t):
+        return rober_dae(u, p, t) @ Q.T
+
+    u0 = torch.tensor([[1.0, 0.0, 0.3], [0.5, 1e-5, 0.0]], dtype=F64)
+    prob = pyode.ODEProblem(mixed, u0, (0.0, 1.0), LOGK, mass_matrix=Q @ M_ROBER)
+    sol = pyode.solve(prob, pyode.Rodas5P(), initializealg=pyode.BrownFullBasicInit(), reltol=1e-8, abstol=1e-12)
+    # consistent: the conservation law holds from the first saved state on
+    assert float((sol.u.sum(-1) - 1).abs().max()) < 1e-12
+
+
+def test_initializealg_bad_input():
+    prob = pyode.ODEProblem(rober_dae, U0, (0.0, 1.0), LOGK, mass_matrix=M_ROBER)
+    with pytest.raises(TypeError, match="initializealg must be pyode.CheckInit"):
+        pyode.solve(prob, pyode.Rodas5P(), initializealg="brown")
+    with pytest.raises(ValueError, match="initializealg applies to problems with a mass_matrix"):
+        pyode.solve(pyode.ODEProblem(rober_ode, U0, (0.0, 1.0), LOGK), pyode.Rodas5P(),
+                    initializealg=pyode.BrownFullBasicInit())
+    with pytest.raises(ValueError, match="abstol must be a positive number"):
+        pyode.BrownFullBasicInit(abstol=-1.0)
+
+    def no_root(u, p, t):       # 0 = y3^2 + 1 has no real solution
+        return torch.stack([-u[..., 0], u[..., 0] - u[..., 1], u[..., 2] ** 2 + 1], -1)
+
+    start = torch.tensor([1.0, 0.0, 0.5], dtype=F64)
+    bad = pyode.ODEProblem(no_root, start, (0.0, 1.0), None, mass_matrix=M_ROBER)
+    with pytest.raises(ValueError, match="BrownFullBasicInit: the algebraic equations did not converge"):
+        pyode.solve(bad, pyode.Rodas5P(), initializealg=pyode.BrownFullBasicInit(maxiters=10))
+    singular = pyode.ODEProblem(no_root, U0, (0.0, 1.0), None, mass_matrix=M_ROBER)
+    with pytest.raises(ValueError, match="Jacobian with respect to the algebraic variables is singular"):
+        pyode.solve(singular, pyode.Rodas5P(), initializealg=pyode.BrownFullBasicInit())
