@@ -352,3 +352,34 @@ def test_a_terminated_member_keeps_its_event_state_and_no_later_saves():
                       saveat=[0.1, 0.5, 2.0], dense=True, reltol=1e-10, abstol=1e-12)
     assert one.t.tolist() == [0.1, 0.5] and one.retcode == ReturnCode.Terminated
     assert bool(torch.isnan(one(2.5)).all())
+
+
+def test_an_affect_may_return_new_parameters_for_one_problem():
+    # u' = p: up at slope 1 until u = 1, where the affect flips p; then down
+    flip = ContinuousCallback(lambda u, p, t: u[..., 0] - 1.0, lambda u, p, t: (u, -p), direction=1)
+    p = torch.tensor([1.0], dtype=F64)
+    sol = pyode.solve(pyode.ODEProblem(lambda u, p, t: p.expand_as(u), torch.tensor([0.0], dtype=F64), (0.0, 1.5), p),
+                      pyode.Tsit5(), callback=flip, saveat=[0.5, 1.5], reltol=1e-10, abstol=1e-12)
+    torch.testing.assert_close(sol.u[:, 0], torch.tensor([0.5, 0.5], dtype=F64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(sol.t_events, torch.tensor([1.0], dtype=F64), rtol=0, atol=1e-12)
+    assert float(p) == 1.0                      # the user's p is not written to
+    batch = pyode.ODEProblem(lambda u, p, t: p.expand_as(u), torch.zeros(2, 1, dtype=F64), (0.0, 1.5), p)
+    with pytest.raises(ValueError, match=r"affect returned \(u, p\).*one problem only"):
+        pyode.solve(batch, pyode.Tsit5(), callback=flip)
+
+
+def test_u_events_hold_the_state_before_the_affect():
+    g, e, h0 = _leaves(9.81, 0.8, 10.0)
+    sol = ball_solve(g, e, h0, 5.0)
+    assert sol.u_events.shape == (2, 2)
+    assert float(sol.u_events[:, 0].detach().abs().max()) < 1e-9             # on the floor
+    torch.testing.assert_close(sol.u_events[0, 1], -torch.sqrt(2 * g * h0).detach(), rtol=1e-10, atol=0)
+    # its gradient: the impact speed sqrt(2 g h0) in h0
+    (d,) = torch.autograd.grad(sol.u_events[0, 1], h0)
+    torch.testing.assert_close(d, -torch.sqrt(2 * g / h0).detach() / 2, rtol=1e-8, atol=0)
+
+
+def test_events_piling_up_at_a_zeno_point_end_with_maxiters():
+    g, e, h0 = _leaves(9.81, 0.5, 1.0)          # bounces accumulate at t = 3 sqrt(2/g) = 1.355
+    with pytest.raises(pyode.SolveError, match="MaxIters at t=1.35"):
+        ball_solve(g, e, h0, 3.0, maxiters=150)
