@@ -104,9 +104,10 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
         callback: events and callbacks (:mod:`pyode.callbacks`): a :class:`ContinuousCallback`,
             :class:`VectorContinuousCallback`, :class:`DiscreteCallback`, :class:`PresetTimeCallback`
             or a :class:`CallbackSet` of them. Events are located per batch member on the dense
-            output; ``sol.t_events`` / ``sol.u_events`` list them. Gradients through events with the
-            default DirectAdjoint (event times and the states after them included); the native
-            engine's reference loop runs them (``compile=True`` and the other sensealgs are refused).
+            output; ``sol.t_events`` / ``sol.u_events`` list them. Gradients through events with
+            DirectAdjoint and ForwardSensitivity (event times and the states after them included);
+            the native engine's reference loop runs them (``compile=True`` and the continuous
+            adjoints are refused).
         initializealg: for a singular ``prob.mass_matrix``: :class:`~pyode.CheckInit` (default:
             an inconsistent ``u0`` is an error) or :class:`~pyode.BrownFullBasicInit` (the algebraic
             variables are solved for; ``sol.u[0]`` is then the consistent state).
@@ -400,11 +401,15 @@ def _forward_sensitivity(prob: ODEProblem, alg, opts, controller):
                          opts, prob.batch_shape)
     aug = ODEProblem(system.f, system.z0, prob.tspan, None)
     aug_opts = replace(opts, reltol=system.tolerance(opts.reltol), abstol=system.tolerance(opts.abstol))
+    if opts.callbacks:
+        aug_opts = replace(aug_opts, callbacks=system.augmented_callbacks(opts.callbacks), event_sensitivity=system)
     with torch.no_grad():
         raw = integrate(aug.f, aug.u0, None,
                         lambda rhs: _native_stepper(alg, rhs, aug, aug_opts.reltol, aug_opts.abstol, controller),
                         aug_opts, prob.batch_shape)
     raw.u = system.attach(raw.u)
+    if raw.events is not None:
+        raw.events = system.attach_events(raw.events)
     if raw.dense is not None:
         raw.dense = SensitivityDense(raw.dense, system)
     return raw
@@ -478,10 +483,12 @@ def _check_callbacks(callbacks, backend: str, sensealg, sensealg_is_default: boo
     if batch_steps == "shared":
         raise ValueError("batch_steps='shared' does not support callback=: an event stops a member at its "
                          "own time, so the members cannot share steps; use batch_steps='member'")
+    if isinstance(sensealg, ForwardSensitivity):
+        return
     if not isinstance(sensealg, DirectAdjoint):
         raise ValueError(f"sensealg={sensealg!r} does not support callback=: the adjoint's jumps at events "
-                         "are not implemented; use sensealg=DirectAdjoint() (the default), which "
-                         "differentiates event times and the states after them")
+                         "are not implemented; use sensealg=DirectAdjoint() (the default) or "
+                         "ForwardSensitivity(), which differentiate event times and the states after them")
     if sensealg.checkpoints is not None:
         raise ValueError("DirectAdjoint(checkpoints=...) does not support callback=; use DirectAdjoint()")
 
@@ -661,7 +668,7 @@ def _events(raw, batch_shape, n: int):
     """The event record in the user's shapes: one problem's ``(E,)``, a batch's ``(*batch, E)``."""
     if getattr(raw, "events", None) is None:
         return None
-    t_ev, u_ev, which, index = raw.events
+    t_ev, u_ev, which, index = raw.events[:4]
     E = t_ev.shape[1]
     return (t_ev.reshape(*batch_shape, E), u_ev.reshape(*batch_shape, E, n), which.reshape(*batch_shape, E),
             index.reshape(*batch_shape, E))

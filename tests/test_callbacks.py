@@ -193,7 +193,9 @@ def test_every_stiff_family_finds_the_same_threshold_time(alg):
 
 
 # ---- VectorContinuousCallback: a particle between two walls -----------------------------------------
-def test_vector_callback_reports_which_wall_and_reflects():
+@pytest.mark.parametrize("sensealg", [pyode.DirectAdjoint(), pyode.ForwardSensitivity()],
+                         ids=lambda s: type(s).__name__)
+def test_vector_callback_reports_which_wall_and_reflects(sensealg):
     # x' = v, v' = 0 between walls at 0 and 1, from x = 0.25 with v = 1.5: hits at
     # 0.5 (right), 1.1667 (left), 1.8333 (right)
     walls = VectorContinuousCallback(lambda u, p, t: torch.stack([u[..., 0], 1 - u[..., 0]], -1),
@@ -201,7 +203,8 @@ def test_vector_callback_reports_which_wall_and_reflects():
     v = torch.tensor(1.5, dtype=F64, requires_grad=True)
     u0 = torch.stack([torch.tensor(0.25, dtype=F64), v])
     sol = pyode.solve(pyode.ODEProblem(lambda u, p, t: torch.stack([u[..., 1], torch.zeros_like(u[..., 1])], -1),
-                                       u0, (0.0, 2.0)), pyode.Tsit5(), callback=walls, reltol=1e-10, abstol=1e-12)
+                                       u0, (0.0, 2.0)), pyode.Tsit5(), callback=walls, reltol=1e-10, abstol=1e-12,
+                      sensealg=sensealg)
     want = torch.stack([0.75 / v, 1.75 / v, 2.75 / v])
     torch.testing.assert_close(sol.t_events, want, rtol=0, atol=1e-10)
     assert sol.event_index.tolist() == [1, 0, 1]
@@ -303,7 +306,7 @@ def test_affect_returning_nan_or_the_wrong_shape_is_named():
 
 def test_unsupported_combinations_are_refused_clearly():
     cb = ball_cb()
-    with pytest.raises(ValueError, match="GaussAdjoint.*does not support callback=.*DirectAdjoint"):
+    with pytest.raises(ValueError, match="GaussAdjoint.*does not support callback=.*DirectAdjoint.*ForwardSensitivity"):
         pyode.solve(_ball_prob(), pyode.Tsit5(), callback=cb, sensealg=pyode.GaussAdjoint())
     with pytest.raises(ValueError, match="compile=True does not support callback="):
         pyode.solve(_ball_prob(), pyode.Tsit5(), callback=cb, compile=True)
@@ -383,3 +386,41 @@ def test_events_piling_up_at_a_zeno_point_end_with_maxiters():
     g, e, h0 = _leaves(9.81, 0.5, 1.0)          # bounces accumulate at t = 3 sqrt(2/g) = 1.355
     with pytest.raises(pyode.SolveError, match="MaxIters at t=1.35"):
         ball_solve(g, e, h0, 3.0, maxiters=150)
+
+
+# ---- ForwardSensitivity through events --------------------------------------------------------------
+def test_forward_sensitivity_through_bounces_matches_the_closed_form():
+    T = 8.6
+    g, e, h0 = _leaves(9.81, 0.8, 10.0)
+    sol = ball_solve(g, e, h0, T, saveat=[T], sensealg=pyode.ForwardSensitivity())
+    gc, ec, hc = _leaves(9.81, 0.8, 10.0)
+    times, u_T = ball_closed_form(gc, ec, hc, T)
+    torch.testing.assert_close(sol.u[-1], u_T, rtol=0, atol=1e-8)
+    for out, ref in ((sol.u[-1, 0], u_T[0]), (sol.u[-1, 1], u_T[1]), (sol.t_events[4], times[4])):
+        got = torch.autograd.grad(out, (g, e, h0), retain_graph=True)
+        want = torch.autograd.grad(ref, (gc, ec, hc), retain_graph=True)
+        for a, b in zip(got, want):
+            assert abs(float(a - b)) <= 1e-6 * max(1.0, abs(float(b))), (got, want)
+
+
+def test_forward_sensitivity_and_direct_adjoint_agree_through_events():
+    logk = LOGK.clone().requires_grad_(True)
+    grads = []
+    for sensealg in (pyode.DirectAdjoint(), pyode.ForwardSensitivity()):
+        sol = rober_event(logk, sensealg=sensealg, reltol=1e-8, abstol=1e-12)
+        grads.append(torch.autograd.grad(sol.t_events[0] + sol.u_events[0, 0], logk)[0])
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=0)
+    # doses at preset times and a reflecting wall, in a batch, u0 differentiated too
+    k = torch.tensor(0.6, dtype=F64, requires_grad=True)
+    u0 = torch.tensor([[1.0], [3.0]], dtype=F64, requires_grad=True)
+    cbs = CallbackSet(PresetTimeCallback([1.0, 2.5], lambda u, p, t: u + 0.5 * p),
+                      ContinuousCallback(lambda u, p, t: u[..., 0] - 0.8, lambda u, p, t: 2 * u, direction=-1))
+    outs = []
+    for sensealg in (pyode.DirectAdjoint(), pyode.ForwardSensitivity()):
+        sol = pyode.solve(pyode.ODEProblem(decay, u0, (0.0, 4.0), k.reshape(1)), pyode.Tsit5(), callback=cbs,
+                          saveat=[1.5, 4.0], reltol=1e-10, abstol=1e-12, sensealg=sensealg)
+        loss = (sol.u ** 2).sum() + torch.nan_to_num(sol.t_events).sum()
+        outs.append((sol.u.detach(), torch.autograd.grad(loss, (k, u0))))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-9, atol=0)
+    for a, b in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=0)

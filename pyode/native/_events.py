@@ -55,7 +55,11 @@ class EventHandler:
     """Per-solve event state: the sign of every continuous condition at each member's current time,
     and the events found so far."""
 
-    def __init__(self, callbacks: Sequence, f, p, batch_shape, n: int, B: int, direction: float):
+    def __init__(self, callbacks: Sequence, f, p, batch_shape, n: int, B: int, direction: float,
+                 sensitivity=None):
+        #: ForwardSensitivity's system when the loop integrates its augmented state: it carries the
+        #: sensitivities across each event (``pre_jump``/``post_jump``), as δ does for autograd
+        self.sensitivity = sensitivity
         self.callbacks = tuple(callbacks)
         self.continuous = [(i, cb) for i, cb in enumerate(self.callbacks)
                            if isinstance(cb, (ContinuousCallback, VectorContinuousCallback))]
@@ -351,6 +355,9 @@ class EventHandler:
         safe = torch.where(ev, rate, torch.ones_like(rate)).to(y_e.dtype)
         delta = torch.where(ev, -(g_e - g_e.detach()) / safe, torch.zeros_like(g_e))
         y_minus = y_e + f_minus * delta[:, None]
+        tau = None
+        if self.sensitivity is not None:
+            y_minus, tau = self.sensitivity.pre_jump(self, y_minus, t_e, f_minus, ev, which, comp, rate)
         y_plus = y_minus
         changed = torch.zeros_like(ev)
         terminated = torch.zeros_like(ev)
@@ -369,7 +376,7 @@ class EventHandler:
             if cb.terminate:
                 terminated = terminated | mine
         t_diff = t_e + delta.to(torch.float64)
-        self.records.append((t_diff, y_minus, ev.clone(), which.clone(), comp.clone()))
+        self.records.append((t_diff, y_minus, ev.clone(), which.clone(), comp.clone(), tau))
         # A member that goes on starts from the state after the jump, with its dependence on t*; one
         # that stops keeps the state after the affect.
         moving = changed & ~terminated
@@ -377,6 +384,8 @@ class EventHandler:
         if bool(moving.any()):
             f_plus = f(y_plus.detach(), t_e).detach()
             y_after = torch.where(moving[:, None], y_plus - f_plus * delta[:, None], y_plus)
+            if self.sensitivity is not None:
+                y_after = self.sensitivity.post_jump(y_after, t_e, f_plus, moving, tau)
         return y_minus, y_after, changed, terminated
 
     def _discrete_condition(self, i: int, cb, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -421,13 +430,16 @@ class EventHandler:
 
     # ---- result ---------------------------------------------------------------------------------
     def result(self, dtype: torch.dtype, device):
-        """``(t_events, u_events, callback, index)``: per member its continuous events in time order,
-        ``(B, E)``, ``(B, E, n)``, ``(B, E)``, ``(B, E)`` padded with NaN / -1 (``E``: the most any member had)."""
+        """``(t_events, u_events, callback, index, tau)``: per member its continuous events in time
+        order, ``(B, E)``, ``(B, E, n)``, ``(B, E)``, ``(B, E)`` padded with NaN / -1 (``E``: the most any
+        member had); ``tau`` ``(B, E, m)``, the event times' sensitivities, with a ``sensitivity`` only."""
         B, n = self.B, self.n
         if not self.records:
             empty = torch.zeros(B, 0, dtype=torch.float64, device=device)
+            tau = None if self.sensitivity is None else torch.zeros(B, 0, self.sensitivity.m, dtype=dtype, device=device)
             return (empty, torch.zeros(B, 0, n, dtype=dtype, device=device),
-                    torch.zeros(B, 0, dtype=torch.long, device=device), torch.zeros(B, 0, dtype=torch.long, device=device))
+                    torch.zeros(B, 0, dtype=torch.long, device=device), torch.zeros(B, 0, dtype=torch.long, device=device),
+                    tau)
         T = torch.stack([r[0] for r in self.records], 1)             # (B, R)
         U = torch.stack([r[1] for r in self.records], 1)             # (B, R, n)
         M = torch.stack([r[2] for r in self.records], 1)             # (B, R)
@@ -442,4 +454,8 @@ class EventHandler:
         u_ev = torch.where(valid[..., None], u_ev, torch.full_like(u_ev, float("nan")))
         w_ev = torch.where(valid, W.gather(1, order), -1)
         c_ev = torch.where(valid, C.gather(1, order), -1)
-        return t_ev, u_ev, w_ev, c_ev
+        tau = None
+        if self.sensitivity is not None:
+            R = torch.stack([r[5] for r in self.records], 1)           # (B, R, m)
+            tau = R.gather(1, order[..., None].expand(B, E, R.shape[-1]))
+        return t_ev, u_ev, w_ev, c_ev, tau

@@ -58,6 +58,7 @@ class SolveOptions:
     internalnorm: Optional[Callable] = None     # norm of the scaled error (B, n) -> (B,); None: RMS
     shared_steps: bool = False          # one step size for the whole batch (batch_steps="shared")
     callbacks: tuple = ()               # pyode.callbacks objects, flattened
+    event_sensitivity: object = None    # ForwardSensitivity's system, for its augmented state's events
 
 
 @dataclass
@@ -210,7 +211,8 @@ class Loop:
         self.events = None
         if opts.callbacks:
             from ._events import EventHandler
-            self.events = EventHandler(opts.callbacks, self.f, p, batch_shape, n, B, direction)
+            self.events = EventHandler(opts.callbacks, self.f, p, batch_shape, n, B, direction,
+                                       sensitivity=opts.event_sensitivity)
         # The stepper as constructed, before any step: begin() returns it to this state.
         self._fresh_stepper = stepper.snapshot()
 
