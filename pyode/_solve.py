@@ -105,9 +105,9 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
             :class:`VectorContinuousCallback`, :class:`DiscreteCallback`, :class:`PresetTimeCallback`
             or a :class:`CallbackSet` of them. Events are located per batch member on the dense
             output; ``sol.t_events`` / ``sol.u_events`` list them. Gradients through events with
-            DirectAdjoint and ForwardSensitivity (event times and the states after them included);
-            the native engine's reference loop runs them (``compile=True`` and the continuous
-            adjoints are refused).
+            every sensealg but BacksolveAdjoint (event times and the states after them included;
+            the continuous adjoints for one problem with ``saveat``); the native engine's reference
+            loop runs them (``compile=True`` is refused).
         initializealg: for a singular ``prob.mass_matrix``: :class:`~pyode.CheckInit` (default:
             an inconsistent ``u0`` is an error) or :class:`~pyode.BrownFullBasicInit` (the algebraic
             variables are solved for; ``sol.u[0]`` is then the consistent state).
@@ -211,7 +211,8 @@ def solve(prob: ODEProblem, alg: Optional[AbstractAlgorithm] = None, *, saveat: 
 
     callbacks = flatten(callback)
     if callbacks:
-        _check_callbacks(callbacks, backend, sensealg, sensealg_is_default, explicit_compile and compile, batch_steps)
+        _check_callbacks(callbacks, backend, sensealg, sensealg_is_default, explicit_compile and compile, batch_steps,
+                         single_problem=u0.ndim == 1, save_steps=saveat_v is None)
         preset = [cb.time_tensor for cb in callbacks if isinstance(cb, PresetTimeCallback)]
         if preset:
             lo, hi = min(t0, t1), max(t0, t1)
@@ -382,7 +383,12 @@ def _adjoint(prob: ODEProblem, alg, opts, controller, sensealg):
     raw = system.solve_forward()
     if not opts.dense:
         raw.dense = None        # kept for the adjoint only; sol(t) stays as the user asked
-    if prob.u0.requires_grad or system.leaves:
+    if opts.callbacks and (prob.u0.requires_grad or system.leaves):
+        from .native._adjoint import AdjointAttachEvents
+        t_ev, u_ev, which, index = raw.events[:4]
+        raw.u, t_ev, u_ev = AdjointAttachEvents.apply(raw.u, t_ev, u_ev, system, prob.u0, *system.leaves)
+        raw.events = (t_ev, u_ev, which, index)
+    elif prob.u0.requires_grad or system.leaves:
         raw.u = AdjointAttach.apply(raw.u, system, prob.u0, *system.leaves)
     return raw
 
@@ -472,7 +478,7 @@ def _native_stepper(alg: AbstractAlgorithm, rhs, prob: ODEProblem, reltol, absto
 
 
 def _check_callbacks(callbacks, backend: str, sensealg, sensealg_is_default: bool, compile_requested: bool,
-                     batch_steps: str) -> None:
+                     batch_steps: str, single_problem: bool = True, save_steps: bool = False) -> None:
     """Callbacks run in the native engine's reference loop, differentiated by DirectAdjoint."""
     if backend == "julia":
         raise ValueError("callback= is not yet supported by backend='julia'; solve with backend='native' "
@@ -485,10 +491,21 @@ def _check_callbacks(callbacks, backend: str, sensealg, sensealg_is_default: boo
                          "own time, so the members cannot share steps; use batch_steps='member'")
     if isinstance(sensealg, ForwardSensitivity):
         return
+    if isinstance(sensealg, BacksolveAdjoint):
+        raise ValueError(f"sensealg={sensealg!r} does not support callback=: solving u backwards would need "
+                         "the inverse of each affect; use GaussAdjoint(), InterpolatingAdjoint(), "
+                         "QuadratureAdjoint(), ForwardSensitivity() or DirectAdjoint() (the default)")
+    if isinstance(sensealg, (GaussAdjoint, InterpolatingAdjoint, QuadratureAdjoint)):
+        if single_problem is False or save_steps:
+            raise ValueError(f"sensealg={sensealg!r} with callback= takes one problem (not a batch) and saveat "
+                             "(λ jumps at each event time; batch members have their own); use DirectAdjoint() "
+                             "or ForwardSensitivity() for batches, or pass saveat")
+        if sensealg.checkpointing:
+            raise ValueError(f"sensealg={sensealg!r}: checkpointing=True does not support callback=; drop it")
+        return
     if not isinstance(sensealg, DirectAdjoint):
-        raise ValueError(f"sensealg={sensealg!r} does not support callback=: the adjoint's jumps at events "
-                         "are not implemented; use sensealg=DirectAdjoint() (the default) or "
-                         "ForwardSensitivity(), which differentiate event times and the states after them")
+        raise ValueError(f"sensealg={sensealg!r} does not support callback=; use DirectAdjoint() (the default) "
+                         "or ForwardSensitivity()")
     if sensealg.checkpoints is not None:
         raise ValueError("DirectAdjoint(checkpoints=...) does not support callback=; use DirectAdjoint()")
 

@@ -20,8 +20,8 @@ batch shape):
   ``VectorContinuousCallback``'s affect is ``affect(u, p, t, index)``, ``index`` a long tensor of the
   batch shape naming the condition that fired.
 
-With ``DirectAdjoint`` (the default) and ``ForwardSensitivity`` the event times, the states at the events
-and everything after them are differentiable: the event time's gradient follows from the implicit function theorem on
+With every sensealg but ``BacksolveAdjoint`` the event times, the states at the events and everything
+after them are differentiable (the continuous adjoints apply the transposed jump to ``λ``): the event time's gradient follows from the implicit function theorem on
 ``condition(u(t*), p, t*) = 0``, ``dt*/dθ = -(∂g/∂u du/dθ + ∂g/∂θ) / (dg/dt)``, and the states that
 follow carry the jump's dependence on ``t*`` (the saltation term ``(f⁻ ∂a/∂u - f⁺) dt*/dθ``).
 """

@@ -306,8 +306,6 @@ def test_affect_returning_nan_or_the_wrong_shape_is_named():
 
 def test_unsupported_combinations_are_refused_clearly():
     cb = ball_cb()
-    with pytest.raises(ValueError, match="GaussAdjoint.*does not support callback=.*DirectAdjoint.*ForwardSensitivity"):
-        pyode.solve(_ball_prob(), pyode.Tsit5(), callback=cb, sensealg=pyode.GaussAdjoint())
     with pytest.raises(ValueError, match="compile=True does not support callback="):
         pyode.solve(_ball_prob(), pyode.Tsit5(), callback=cb, compile=True)
     with pytest.raises(ValueError, match="backend='julia'"):
@@ -389,10 +387,15 @@ def test_events_piling_up_at_a_zeno_point_end_with_maxiters():
 
 
 # ---- ForwardSensitivity through events --------------------------------------------------------------
-def test_forward_sensitivity_through_bounces_matches_the_closed_form():
+SENSEALGS = [pyode.ForwardSensitivity(), pyode.GaussAdjoint(), pyode.InterpolatingAdjoint(),
+             pyode.QuadratureAdjoint()]
+
+
+@pytest.mark.parametrize("sensealg", SENSEALGS, ids=lambda s: type(s).__name__)
+def test_every_sensealg_through_bounces_matches_the_closed_form(sensealg):
     T = 8.6
     g, e, h0 = _leaves(9.81, 0.8, 10.0)
-    sol = ball_solve(g, e, h0, T, saveat=[T], sensealg=pyode.ForwardSensitivity())
+    sol = ball_solve(g, e, h0, T, saveat=[2.0, T], sensealg=sensealg)
     gc, ec, hc = _leaves(9.81, 0.8, 10.0)
     times, u_T = ball_closed_form(gc, ec, hc, T)
     torch.testing.assert_close(sol.u[-1], u_T, rtol=0, atol=1e-8)
@@ -403,24 +406,41 @@ def test_forward_sensitivity_through_bounces_matches_the_closed_form():
             assert abs(float(a - b)) <= 1e-6 * max(1.0, abs(float(b))), (got, want)
 
 
-def test_forward_sensitivity_and_direct_adjoint_agree_through_events():
+@pytest.mark.parametrize("sensealg", SENSEALGS, ids=lambda s: type(s).__name__)
+def test_every_sensealg_agrees_with_direct_adjoint_through_events(sensealg):
     logk = LOGK.clone().requires_grad_(True)
     grads = []
-    for sensealg in (pyode.DirectAdjoint(), pyode.ForwardSensitivity()):
-        sol = rober_event(logk, sensealg=sensealg, reltol=1e-8, abstol=1e-12)
-        grads.append(torch.autograd.grad(sol.t_events[0] + sol.u_events[0, 0], logk)[0])
+    for sa in (pyode.DirectAdjoint(), sensealg):
+        sol = rober_event(logk, sensealg=sa, reltol=1e-8, abstol=1e-12, saveat=[1.0, 100.0])
+        loss = sol.t_events[0] + sol.u_events[0, 0] + (sol.u[:, 1] / 3.6e-5).sum()
+        grads.append(torch.autograd.grad(loss, logk)[0])
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=0)
-    # doses at preset times and a reflecting wall, in a batch, u0 differentiated too
+    # doses at preset times (one at t0), a reflecting wall, a discrete cut; u0 differentiated too
     k = torch.tensor(0.6, dtype=F64, requires_grad=True)
-    u0 = torch.tensor([[1.0], [3.0]], dtype=F64, requires_grad=True)
-    cbs = CallbackSet(PresetTimeCallback([1.0, 2.5], lambda u, p, t: u + 0.5 * p),
-                      ContinuousCallback(lambda u, p, t: u[..., 0] - 0.8, lambda u, p, t: 2 * u, direction=-1))
+    batch = isinstance(sensealg, pyode.ForwardSensitivity)       # the adjoints take one problem
+    u0 = torch.tensor([[1.0], [3.0]] if batch else [1.0], dtype=F64, requires_grad=True)
+    cbs = CallbackSet(PresetTimeCallback([0.0, 1.0, 2.5], lambda u, p, t: u + 0.5 * p),
+                      ContinuousCallback(lambda u, p, t: u[..., 0] - 0.8, lambda u, p, t: 2 * u, direction=-1),
+                      DiscreteCallback(lambda u, p, t: u[..., 0] > 1.9, lambda u, p, t: 0.9 * u))
     outs = []
-    for sensealg in (pyode.DirectAdjoint(), pyode.ForwardSensitivity()):
+    for sa in (pyode.DirectAdjoint(), sensealg):
         sol = pyode.solve(pyode.ODEProblem(decay, u0, (0.0, 4.0), k.reshape(1)), pyode.Tsit5(), callback=cbs,
-                          saveat=[1.5, 4.0], reltol=1e-10, abstol=1e-12, sensealg=sensealg)
-        loss = (sol.u ** 2).sum() + torch.nan_to_num(sol.t_events).sum()
+                          saveat=[1.5, 4.0], reltol=1e-10, abstol=1e-12, sensealg=sa)
+        loss = (sol.u ** 2).sum() + torch.nan_to_num(sol.t_events).sum() + torch.nan_to_num(sol.u_events).sum()
         outs.append((sol.u.detach(), torch.autograd.grad(loss, (k, u0))))
     torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-9, atol=0)
     for a, b in zip(outs[1][1], outs[0][1]):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+
+
+def test_the_adjoints_with_events_refuse_what_they_cannot_do():
+    g, e, h0 = _leaves(9.81, 0.8, 10.0)
+    with pytest.raises(ValueError, match="BacksolveAdjoint.*inverse of each affect"):
+        ball_solve(g, e, h0, 3.0, saveat=[3.0], sensealg=pyode.BacksolveAdjoint())
+    with pytest.raises(ValueError, match="GaussAdjoint.*one problem.*and saveat"):
+        ball_solve(g, e, h0, 3.0, sensealg=pyode.GaussAdjoint())
+    with pytest.raises(ValueError, match="checkpointing=True does not support callback="):
+        ball_solve(g, e, h0, 3.0, saveat=[3.0], sensealg=pyode.InterpolatingAdjoint(checkpointing=True))
+    batch = pyode.ODEProblem(ball_f, torch.ones(2, 2, dtype=F64), (0.0, 1.0), torch.tensor([9.81, 0.8]))
+    with pytest.raises(ValueError, match="GaussAdjoint.*one problem"):
+        pyode.solve(batch, pyode.Tsit5(), callback=ball_cb(), saveat=[1.0], sensealg=pyode.GaussAdjoint())

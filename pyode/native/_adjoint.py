@@ -249,7 +249,7 @@ class AdjointSystem:
 
         prob = ODEProblem(self.prob.f, u_lo.reshape(*self.batch_shape, self.n), (t_lo, t_hi), self.prob.p,
                           jac=self.prob.jac, tgrad=self.prob.tgrad)
-        opts = replace(self.opts, t0=t_lo, t1=t_hi, saveat=None, save_steps=False, dense=True, dt=self._dt,
+        opts = replace(self.opts, callbacks=(), t0=t_lo, t1=t_hi, saveat=None, save_steps=False, dense=True, dt=self._dt,
                        tstops=None, progress=False, dtmax=abs(t_hi - t_lo))
         with torch.no_grad():
             raw = self.integrate(self.prob.f, prob.u0, self.prob.p, self.make_stepper(self.alg, prob), opts,
@@ -394,7 +394,108 @@ class AdjointSystem:
         # an infinite abstol makes μ's error weight zero whatever its reltol
         return full(rtol * shrink, None), full(atol * shrink, float("inf"))
 
-    def _interval(self, lam, t_hi: float, t_lo: float, u_lo, mu: List[torch.Tensor]) -> torch.Tensor:
+    # ---- events (one problem): λ's jumps at the event times -----------------------------------------
+    def backward_with_events(self, grad_u: torch.Tensor, grad_t_ev: torch.Tensor, grad_u_ev: torch.Tensor):
+        """:meth:`backward` for a solve with events: the save times and the event times are the
+        stops; at an event ``λ`` and ``μ`` take the vector-Jacobian product of the event map
+        ``u⁻ ↦ a(u⁻ + f⁻δ) - f⁺δ`` (δ: the event time's shift, the implicit function's), plus the
+        cotangents of ``t_events`` and ``u_events``."""
+        raw = self.forward
+        if bool(((raw.retcode != ReturnCode.Success) & (raw.retcode != ReturnCode.Terminated)).any()):
+            raise RuntimeError(f"{self.sensealg!r} cannot differentiate a failed solve "
+                               f"({ReturnCode(int(raw.retcode[0])).name})")
+        ts = raw.t.tolist()
+        records, discrete = raw.event_records
+        dtype = raw.u.dtype
+        # kinds in forward order at one time: the save (a left limit), the event, the discrete affect
+        points = ([(t, 2, i) for i, t in enumerate(ts)] + [(float(r[0][0]), 1, j) for j, r in enumerate(records)]
+                  + [(float(r[0][0]), 0, j) for j, r in enumerate(discrete)])
+        points.sort(key=lambda q: (-self.direction * q[0], q[1]))
+        mu = [torch.zeros_like(v) for v in self.values]
+        lam = torch.zeros(1, self.n, dtype=dtype, device=raw.u.device)
+        current, after_event = points[0][0], None
+        for t, kind, i in points:
+            if t != current:
+                lam = self._interval(lam, current, t, None, mu, after_event=after_event)
+                current, after_event = t, None
+            if kind == 2:
+                lam = lam + grad_u[i].reshape(1, self.n).to(dtype)
+            elif kind == 1:
+                lam = self._event_jump(records[i], lam, grad_t_ev[i], grad_u_ev[i], mu)
+                after_event = t
+            else:
+                lam = self._discrete_jump(discrete[i], lam, mu)
+                after_event = t
+        t0 = self.opts.t0
+        if current != t0:
+            lam = self._interval(lam, current, t0, None, mu, after_event=after_event)
+        return lam, mu
+
+    @property
+    def direction(self) -> float:
+        return 1.0 if self.opts.t1 > self.opts.t0 else -1.0
+
+    def _discrete_jump(self, record, lam_plus, mu: List[torch.Tensor]) -> torch.Tensor:
+        """``λ⁻ = a_uᵀ λ⁺``, ``μ += a_θᵀ λ⁺`` at a discrete or preset-time affect (its time is fixed)."""
+        t, y_before, _, i = record
+        cb = self.opts.callbacks[i]
+        tt = t.reshape(())
+        with torch.enable_grad():
+            y = y_before.detach().reshape(self.n).requires_grad_(True)
+            out = cb.affect(y, self.prob.p, tt)
+            grads = torch.autograd.grad(out, [y] + list(self.leaves), lam_plus.reshape(self.n).to(out.dtype),
+                                        allow_unused=True)
+        for acc, gr in zip(mu, grads[1:]):
+            if gr is not None:
+                acc.add_(gr.to(acc.dtype))
+        lam_minus = grads[0] if grads[0] is not None else torch.zeros_like(y)
+        return lam_minus.reshape(1, self.n).to(lam_plus.dtype)
+
+    def _event_jump(self, record, lam_plus, g_t, g_u, mu: List[torch.Tensor]) -> torch.Tensor:
+        from ..callbacks import ContinuousCallback, VectorContinuousCallback
+
+        t_diff, y_minus, _, which, comp, _, up = record
+        continuous = [cb for cb in self.opts.callbacks if isinstance(cb, (ContinuousCallback, VectorContinuousCallback))]
+        cb = continuous[int(which[0])]
+        p = self.prob.p
+        t = torch.tensor(float(t_diff[0]), dtype=torch.float64, device=y_minus.device)
+        index = comp.reshape(()) if cb.length is not None else None
+        fn = cb.affect if bool(up[0]) else (cb.affect_neg if cb.affect_neg is not None else cb.affect)
+        with torch.enable_grad():
+            y = y_minus.detach().reshape(self.n).requires_grad_(True)
+            g = cb.condition(y, p, t)
+            g = g[int(comp[0])] if cb.length is not None else g
+            f_minus = self.prob.f(y.detach(), p, t).detach()
+            # ġ = g_u f⁻ + g_t, without a graph
+            yd = y.detach().requires_grad_(True)
+            td = t.clone().requires_grad_(True)
+            gd = cb.condition(yd, p, td)
+            gd = gd[int(comp[0])] if cb.length is not None else gd
+            gu, gt = torch.autograd.grad(gd, (yd, td), allow_unused=True)
+            rate = (0.0 if gu is None else float((gu * f_minus).sum())) + (0.0 if gt is None else float(gt))
+            delta = -(g - g.detach()) / rate
+            y_ev = y + f_minus * delta
+            t_expr = t.to(delta.dtype) + delta
+            if fn is None:
+                y_plus = y_ev
+            else:
+                y_plus = fn(y_ev, p, t, index) if index is not None else fn(y_ev, p, t)
+            if fn is not None and not cb.terminate:
+                E = y_plus - self.prob.f(y_plus.detach(), p, t).detach() * delta
+            else:
+                E = y_plus
+            outs = [E, y_ev, t_expr]
+            cots = [lam_plus.reshape(self.n).to(E.dtype), g_u.reshape(self.n).to(y_ev.dtype),
+                    g_t.reshape(()).to(t_expr.dtype)]
+            grads = torch.autograd.grad(outs, [y] + list(self.leaves), cots, allow_unused=True)
+        for acc, gr in zip(mu, grads[1:]):
+            if gr is not None:
+                acc.add_(gr.to(acc.dtype))
+        lam_minus = grads[0] if grads[0] is not None else torch.zeros_like(y)
+        return lam_minus.reshape(1, self.n).to(lam_plus.dtype)
+
+    def _interval(self, lam, t_hi: float, t_lo: float, u_lo, mu: List[torch.Tensor],
+                  after_event: float = None) -> torch.Tensor:
         """Solve the adjoint from ``t_hi`` back to ``t_lo``, adding the parameter gradient to ``mu``.
 
         Each interval restarts the step-size control: ``λ``'s jump at a save time excites the
@@ -403,6 +504,8 @@ class AdjointSystem:
         from .._problem import ODEProblem
 
         fwd = self._forward_on(t_lo, t_hi, u_lo)
+        if after_event is not None:
+            fwd = _RightOf(fwd, after_event, t_hi)
         system, n, P = self, self.n, self.P
         with_mu = not self.quadrature and P > 0
         # u(t) and, with the problem's jac, J(u(t)) at the last time asked for: a Rosenbrock step
@@ -442,7 +545,7 @@ class AdjointSystem:
         z0 = lam if not with_mu else torch.cat([lam, lam.new_zeros(lam.shape[0], P)], -1)
         adj_prob = ODEProblem(f_adj, z0.reshape(*self.batch_shape, z0.shape[-1]), (t_hi, t_lo), None, jac=jac_adj)
         rtol, atol = self._tolerances()
-        opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=self.quadrature,
+        opts = replace(self.opts, callbacks=(), t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=self.quadrature,
                        dt=self._dt, tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol,
                        internalnorm=None)
         alg = _with_fd_time_derivative(self.alg)
@@ -493,7 +596,7 @@ class AdjointSystem:
         atol = widen(self.opts.abstol, float("inf") if seminorm else None)
         # A diverging backward u shrinks its steps without end: bound them by the forward's.
         budget = _BACKSOLVE_STEP_FACTOR * self._forward_steps + _BACKSOLVE_STEP_SLACK
-        opts = replace(self.opts, t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=False, dt=self._dt,
+        opts = replace(self.opts, callbacks=(), t0=t_hi, t1=t_lo, saveat=None, save_steps=False, dense=False, dt=self._dt,
                        tstops=None, progress=False, dtmax=abs(t_hi - t_lo), reltol=rtol, abstol=atol,
                        internalnorm=None, maxiters=min(self.opts.maxiters, budget))
         # A stiff method differentiates this right-hand side (second derivatives of f) by forward-mode AD.
@@ -605,6 +708,40 @@ def _with_fd_time_derivative(alg):
     if getattr(alg, "stiff", False) and getattr(alg, "autodiff", False):
         return replace(alg, autodiff=False)
     return alg
+
+
+class _RightOf:
+    """The forward's dense output with the event time ``t_event`` read from the side of ``toward``:
+    an interval that starts at an event must see the state after the jump there."""
+
+    def __init__(self, dense, t_event: float, toward: float):
+        self.dense, self.t_event, self.toward = dense, t_event, toward
+
+    def at(self, t: torch.Tensor) -> torch.Tensor:
+        te = torch.tensor(self.t_event, dtype=t.dtype, device=t.device)
+        nudged = torch.nextafter(te, torch.tensor(self.toward, dtype=t.dtype, device=t.device))
+        return self.dense.at(torch.where(t == te, nudged, t))
+
+
+class AdjointAttachEvents(torch.autograd.Function):
+    """:class:`AdjointAttach` for a solve with events: the states, event times and event states."""
+
+    @staticmethod
+    def forward(ctx, u, t_ev, u_ev, system: AdjointSystem, u0, *leaves):
+        ctx.system = system
+        return u.clone(), t_ev.clone(), u_ev.clone()
+
+    @staticmethod
+    def backward(ctx, grad_u, grad_t, grad_uev):
+        system = ctx.system
+        E = system.forward.events[0].shape[1]
+        g_t = grad_t.reshape(E) if grad_t is not None else torch.zeros(E, dtype=torch.float64)
+        g_ue = grad_uev.reshape(E, system.n) if grad_uev is not None else torch.zeros(E, system.n)
+        g_t = torch.nan_to_num(g_t)
+        g_ue = torch.nan_to_num(g_ue)
+        lam, mu = system.backward_with_events(grad_u, g_t, g_ue)
+        grad_u0 = lam.reshape(system.prob.u0.shape).to(system.prob.u0.dtype)
+        return (None, None, None, None, grad_u0, *[m.to(leaf.dtype) for m, leaf in zip(mu, system.leaves)])
 
 
 class AdjointAttach(torch.autograd.Function):

@@ -72,6 +72,8 @@ class EventHandler:
         self.values: List[torch.Tensor] = []         # the condition at each member's current state
         self.ends: List[Optional[torch.Tensor]] = []  # the condition at the end of the last step tried
         self.records: List[tuple] = []               # (t with gradient, u at the event, mask, callback, index)
+        #: discrete and preset-time affects that ran: (t, u before, mask, callback) for the adjoints
+        self.discrete_records: List[tuple] = []
 
     # ---- calling the user's functions ----------------------------------------------------------
     def _user_u(self, y: torch.Tensor) -> torch.Tensor:
@@ -166,6 +168,7 @@ class EventHandler:
             if isinstance(cb, PresetTimeCallback) and cb.affect is not None:
                 due = everyone & bool(torch.isin(t[:1].cpu(), cb.time_tensor).any())
                 if bool(due.any()):
+                    self.discrete_records.append((t.clone(), y.detach(), due, i))
                     y = torch.where(due[:, None], self._affect(i, cb, cb.affect, y, t, due), y)
         self.signs, self.values = [], []
         with torch.no_grad():
@@ -209,6 +212,7 @@ class EventHandler:
             if not bool(due.any()):
                 continue
             if cb.affect is not None:
+                self.discrete_records.append((t_here.clone(), y_after.detach(), due, i))
                 y_new = self._affect(i, cb, cb.affect, y_after, t_here, due)
                 y_after = torch.where(due[:, None], y_new, y_after)
                 changed = changed | due
@@ -376,7 +380,7 @@ class EventHandler:
             if cb.terminate:
                 terminated = terminated | mine
         t_diff = t_e + delta.to(torch.float64)
-        self.records.append((t_diff, y_minus, ev.clone(), which.clone(), comp.clone(), tau))
+        self.records.append((t_diff, y_minus, ev.clone(), which.clone(), comp.clone(), tau, up.clone()))
         # A member that goes on starts from the state after the jump, with its dependence on t*; one
         # that stops keeps the state after the affect.
         moving = changed & ~terminated

@@ -77,6 +77,7 @@ class RawSolution:
     dense: Optional[object]
     nswitch: Optional[torch.Tensor] = None     # (B,) for AutoSwitch
     events: Optional[tuple] = None      # (t, u, callback, index) per member, from EventHandler.result
+    event_records: Optional[list] = None  # EventHandler.records, for the continuous adjoints
 
 
 class _CountingRHS:
@@ -421,7 +422,9 @@ class Loop:
         return RawSolution(t=ts, u=us, retcode=self.retcode, t_final=t, dt_final=self.h, nf=self.f.calls,
                            njac=stepper.njac, nlu=stepper.nlu, nsolve=stepper.nsolve, naccept=self.naccept,
                            nreject=self.nreject, dense=dense, nswitch=getattr(stepper, "nswitch", None),
-                           events=None if self.events is None else self.events.result(self.dtype, self.dev))
+                           events=None if self.events is None else self.events.result(self.dtype, self.dev),
+                           event_records=None if self.events is None else (self.events.records,
+                                                                           self.events.discrete_records))
 
     # ---- checkpointing ----------------------------------------------------------------------------
     def snapshot(self) -> dict:
