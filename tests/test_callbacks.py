@@ -444,3 +444,15 @@ def test_the_adjoints_with_events_refuse_what_they_cannot_do():
     batch = pyode.ODEProblem(ball_f, torch.ones(2, 2, dtype=F64), (0.0, 1.0), torch.tensor([9.81, 0.8]))
     with pytest.raises(ValueError, match="GaussAdjoint.*one problem"):
         pyode.solve(batch, pyode.Tsit5(), callback=ball_cb(), saveat=[1.0], sensealg=pyode.GaussAdjoint())
+
+
+def test_a_condition_on_time_alone_fires_at_that_time():
+    # g = t - 0.7: ġ comes from ∂g/∂t alone; the affect halves u there
+    timer = ContinuousCallback(lambda u, p, t: t - 0.7 * torch.ones_like(u[..., 0]), lambda u, p, t: 0.5 * u)
+    k = torch.tensor([0.3], dtype=F64, requires_grad=True)
+    sol = pyode.solve(pyode.ODEProblem(decay, torch.tensor([1.0], dtype=F64), (0.0, 1.0), k), pyode.Tsit5(),
+                      callback=timer, saveat=[1.0], reltol=1e-10, abstol=1e-12)
+    torch.testing.assert_close(sol.t_events, torch.tensor([0.7], dtype=F64), rtol=0, atol=1e-14)
+    torch.testing.assert_close(sol.u[-1, 0], 0.5 * torch.exp(-k[0]), rtol=1e-9, atol=0)
+    (d,) = torch.autograd.grad(sol.u[-1, 0], k)
+    torch.testing.assert_close(d[0], -0.5 * torch.exp(-k[0]).detach(), rtol=1e-8, atol=0)
