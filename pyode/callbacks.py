@@ -48,6 +48,14 @@ def _check_callable(owner: str, name: str, value, optional: bool = False) -> Non
         raise TypeError(f"{owner}: {name} must be a function; got {type(value).__name__}")
 
 
+def _check_continuous(cb) -> None:
+    owner = type(cb).__name__
+    _check_callable(owner, "condition", cb.condition)
+    _check_callable(owner, "affect", cb.affect, optional=True)
+    _check_callable(owner, "affect_neg", cb.affect_neg, optional=True)
+    _check_common(owner, cb.direction, cb.interp_points, cb.terminate)
+
+
 def _check_common(owner: str, direction, interp_points, terminate) -> None:
     if direction not in (-1, 0, 1) or isinstance(direction, bool):
         raise ValueError(f"{owner}: direction must be 0 (both ways), 1 (upcrossings, condition going from "
@@ -85,10 +93,7 @@ class ContinuousCallback(AbstractCallback):
     interp_points: int = 10
 
     def __post_init__(self):
-        _check_callable("ContinuousCallback", "condition", self.condition)
-        _check_callable("ContinuousCallback", "affect", self.affect, optional=True)
-        _check_callable("ContinuousCallback", "affect_neg", self.affect_neg, optional=True)
-        _check_common("ContinuousCallback", self.direction, self.interp_points, self.terminate)
+        _check_continuous(self)
 
     @property
     def length(self) -> Optional[int]:
@@ -110,13 +115,10 @@ class VectorContinuousCallback(AbstractCallback):
     interp_points: int = 10
 
     def __post_init__(self):
-        _check_callable("VectorContinuousCallback", "condition", self.condition)
-        _check_callable("VectorContinuousCallback", "affect", self.affect, optional=True)
-        _check_callable("VectorContinuousCallback", "affect_neg", self.affect_neg, optional=True)
         if isinstance(self.len, bool) or not isinstance(self.len, numbers.Integral) or self.len < 1:
             raise ValueError(f"VectorContinuousCallback: len must be a positive integer (the number of "
                              f"conditions); got {self.len!r}")
-        _check_common("VectorContinuousCallback", self.direction, self.interp_points, self.terminate)
+        _check_continuous(self)
 
     @property
     def length(self) -> Optional[int]:

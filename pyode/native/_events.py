@@ -82,9 +82,6 @@ class EventHandler:
     def _user_t(self, t: torch.Tensor) -> torch.Tensor:
         return t.reshape(self.batch_shape)
 
-    def _where(self, t: torch.Tensor) -> str:
-        return f"t={float(t.reshape(-1)[0]):g}" if t.numel() else ""
-
     def condition(self, k: int, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Continuous callback ``k``'s condition as ``(B, L)``."""
         i, cb = self.continuous[k]
@@ -187,7 +184,6 @@ class EventHandler:
         theta_e, which, comp, up, brackets = self._locate(ok, t, hs, y, y1, K, dense)
         ev = which >= 0
         any_ev = bool(ev.any())
-        B, n = self.B, self.n
         t_cut, y_cut, y_after = t_new, y1, y1
         changed = torch.zeros_like(ok)
         terminated = torch.zeros_like(ok)
@@ -197,7 +193,7 @@ class EventHandler:
             t_e = torch.where(ev, t + theta_e * hs, t_new)
             th = torch.where(ev, theta_e, torch.ones_like(theta_e))
             y_e = torch.where(ev[:, None], interpolate(dense, th, y, hs, K), y1)
-            y_minus, y_after, changed, terminated = self._fire(ev, which, comp, up, brackets, t_e, y_e)
+            y_minus, y_after, changed, terminated = self._fire(ev, which, comp, up, t_e, y_e)
             t_cut = t_e
             y_cut = torch.where(ev[:, None], y_minus, y1)
             t_here = t_e
@@ -222,12 +218,12 @@ class EventHandler:
         if not any_ev and not bool(changed.any()) and not bool(terminated.any()):
             self._advance_signs(ok)
             return None
-        self._refresh_signs(ok, ev, which, comp, brackets, t_here, y1, y_after, changed, t, hs, K, dense)
+        self._refresh_signs(ok, ev, which, comp, brackets, t_here, y1, y_after, changed)
         return EventStep(cut=cut, t_cut=t_cut, y_cut=y_cut, changed=changed, y_after=y_after,
                          terminated=terminated)
 
     # ---- locating -------------------------------------------------------------------------------
-    def _samples(self, ok, t, hs, y, y1, K, dense, P: int):
+    def _samples(self, t, hs, y, y1, K, dense, P: int):
         """The interpolant at θ = 1/P, ..., 1 (the last is the step's own end state)."""
         thetas = torch.arange(1, P + 1, dtype=torch.float64, device=y.device) / P
         with torch.no_grad():
@@ -248,7 +244,7 @@ class EventHandler:
         for k, (i, cb) in enumerate(self.continuous):
             P = cb.interp_points
             if P not in cache:
-                cache[P] = self._samples(ok, t, hs, y, y1, K, dense, P)
+                cache[P] = self._samples(t, hs, y, y1, K, dense, P)
             thetas, Y = cache[P]
             with torch.no_grad():
                 G = torch.stack([self.condition(k, Y[j], t + thetas[j] * hs) for j in range(P)])   # (P, B, L)
@@ -333,9 +329,9 @@ class EventHandler:
         return torch.where(mask, a, torch.full_like(a, 2.0))
 
     # ---- firing ---------------------------------------------------------------------------------
-    def _fire(self, ev, which, comp, up, brackets, t_e, y_e):
+    def _fire(self, ev, which, comp, up, t_e, y_e):
         """The state at each event with its time sensitivity, the affects, the state after."""
-        B, n = self.B, self.n
+        B = self.B
         f = self.f
         f_minus = f(y_e.detach(), t_e).detach()
         # g at the event, in the graph (u's dependence and p's), and ġ without one
@@ -411,7 +407,7 @@ class EventHandler:
             self.signs[k] = torch.where(ok[:, None] & (s != 0), s, self.signs[k])
             self.values[k] = torch.where(ok[:, None], g, self.values[k])
 
-    def _refresh_signs(self, ok, ev, which, comp, brackets, t_here, y1, y_after, changed, t, hs, K, dense) -> None:
+    def _refresh_signs(self, ok, ev, which, comp, brackets, t_here, y1, y_after, changed) -> None:
         """Signs after events and affects: the fired component's is that just after its root."""
         with torch.no_grad():
             moved = ev | changed

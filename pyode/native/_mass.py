@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["MassMatrix", "apply_mass"]
+__all__ = ["MassMatrix"]
 
 
 class MassMatrix:
@@ -26,13 +26,3 @@ class MassMatrix:
         if self.diag is not None:
             return v * self.diag
         return v @ self.matrix.T
-
-    def shifted(self, scale: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
-        """``scale M - J`` for ``scale`` of shape (B, 1, 1) (real or complex) and ``J`` (B, n, n)."""
-        M = self.matrix.to(J.dtype) if not J.is_complex() else self.matrix.to(J.dtype)
-        return scale * M - J
-
-
-def apply_mass(mass: Optional[MassMatrix], v: torch.Tensor) -> torch.Tensor:
-    """``M v``, or ``v`` without a mass matrix."""
-    return v if mass is None else mass.apply(v)
