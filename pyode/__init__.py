@@ -9,6 +9,7 @@ from ._solution import ODESolution, SolverStats
 from ._solve import solve
 from . import problems
 from . import data, losses, nn, plot, train     # models, losses, the fit loop (import torch only)
+from . import chem                               # mechanisms as torch modules (Cantera only to read them)
 from . import julia                              # the julia engine's Python side; starts no Julia
 from .algorithms import (BS3, DP5, DP8, FBDF, QNDF, RK4, AbstractAlgorithm, AutoDP5, AutoSwitch, AutoTsit5, AutoVern7,
                          Euler, KenCarp4, Kvaerno5, Midpoint, RadauIIA5, Rodas4, Rodas5P, Rosenbrock23, Tsit5, Vern7)
@@ -27,4 +28,4 @@ __all__ = ["ODEProblem", "solve", "ODESolution", "SolverStats", "ReturnCode", "S
            "AutoSwitch", "AutoTsit5", "AutoDP5", "AutoVern7", "DirectAdjoint", "ForwardSensitivity",
            "GaussAdjoint", "InterpolatingAdjoint", "BacksolveAdjoint",
            "QuadratureAdjoint", "julia", "ContinuousCallback", "VectorContinuousCallback", "DiscreteCallback",
-           "PresetTimeCallback", "CallbackSet", "CheckInit", "BrownFullBasicInit"]
+           "PresetTimeCallback", "CallbackSet", "CheckInit", "BrownFullBasicInit", "chem"]
