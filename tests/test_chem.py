@@ -55,6 +55,32 @@ def test_rates_equal_canteras(name):
             assert float(scaled) < 1e-12, key
 
 
+@pytest.mark.parametrize("coeffs", [[0.45, 797.0, 979.0], [0.45, 797.0, 979.0, 1.1, 0.2]], ids=["SRI3", "SRI5"])
+def test_sri_and_lindemann_falloff_equal_canteras(coeffs):
+    # the shipped mechanisms have no SRI reaction: add one (and a Lindemann one) to h2o2's
+    base = ct.Solution("h2o2.yaml")
+    sri = ct.Reaction(equation="H + O2 (+M) <=> HO2 (+M)",
+                      rate=ct.SriRate(low=ct.ArrheniusRate(6.366e14, -1.72, 2.2e6),
+                                      high=ct.ArrheniusRate(4.65e9, 0.44, 0.0), falloff_coeffs=coeffs),
+                      third_body=ct.ThirdBody(efficiencies={"AR": 0.67, "H2O": 14.0}))
+    lind = ct.Reaction(equation="2 OH (+M) <=> H2O2 (+M)",
+                       rate=ct.LindemannRate(low=ct.ArrheniusRate(2.3e12, -0.9, -7.1e6),
+                                             high=ct.ArrheniusRate(7.4e10, -0.37, 0.0)))
+    gas = ct.Solution(thermo="ideal-gas", kinetics="gas", species=base.species(),
+                      reactions=list(base.reactions()) + [sri, lind])
+    mech = Mechanism.from_cantera(gas)
+    T, P, Y = _states(gas, 6, seed=7)
+    with torch.no_grad():
+        kf = mech.forward_rate_constants(T, mech.concentrations(T, P, Y))
+        wdot = mech.net_production_rates(T, P, Y)
+    for b in range(6):
+        gas.TPY = float(T[b]), float(P[b]), Y[b].numpy()
+        ref = torch.tensor(gas.forward_rate_constants, dtype=F64)
+        assert float(((kf[b] - ref).abs() / ref).max()) < 1e-12
+        ref_w = torch.tensor(gas.net_production_rates, dtype=F64)
+        assert float((wdot[b] - ref_w).abs().max() / ref_w.abs().max()) < 1e-12
+
+
 def test_multipliers_are_canteras_in_log():
     gas = ct.Solution("gri30.yaml")
     mech = Mechanism.from_cantera(gas)
@@ -122,3 +148,61 @@ def test_bad_input_is_named():
                        reactions=[ct.Reaction(equation="H + O2 <=> O + OH", rate=rate)])
     with pytest.raises(ValueError, match=r"reaction 0 \(H \+ O2 <=> O \+ OH\) has a 'pressure-dependent-Arrhenius'"):
         Mechanism.from_cantera(plog)
+
+
+# ---- the constant-pressure reactor and ignition delays ---------------------------------------------
+H2_AIR = {"H2": 2.0, "O2": 1.0, "N2": 3.76}
+
+
+def cantera_ignition(T0, P, X, multiplier=None, t_end=0.01):
+    """Cantera's constant-pressure reactor at rtol 1e-10: the time T reaches T0 + 400 K, bisected on
+    CVODES's interpolated states to 1e-12 s."""
+    def state_at(t):
+        gas = ct.Solution("h2o2.yaml")
+        if multiplier is not None:
+            gas.set_multiplier(multiplier[1], multiplier[0])
+        gas.TPX = T0, P, X
+        reactor = ct.IdealGasConstPressureReactor(gas, clone=False)
+        net = ct.ReactorNet([reactor])
+        net.rtol, net.atol = 1e-10, 1e-20
+        net.advance(t)
+        return reactor.T
+
+    lo, hi = 0.0, t_end
+    while hi - lo > 1e-12:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if state_at(mid) < T0 + 400 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def test_constant_pressure_reactor_conserves_enthalpy_and_mass():
+    import pyode
+    from pyode.chem import const_pressure_problem
+
+    mech = Mechanism.from_cantera("h2o2.yaml")
+    prob = const_pressure_problem(mech, 1000.0, ct.one_atm, H2_AIR, (0.0, 1e-3))
+    with torch.no_grad():
+        sol = pyode.solve(prob, pyode.Rodas5P(), reltol=1e-8, abstol=1e-15, saveat=[2e-4, 1e-3])
+    gas = ct.Solution("h2o2.yaml")
+    gas.TPX = 1000.0, ct.one_atm, H2_AIR
+    h0 = gas.enthalpy_mass
+    for u in sol.u:
+        gas.TPY = float(u[0]), ct.one_atm, u[1:].numpy()
+        assert abs(gas.enthalpy_mass - h0) <= 1e-6 * abs(h0) + 1.0      # J/kg
+        assert abs(float(u[1:].sum()) - 1.0) < 1e-10
+    assert float(sol.u[-1, 0]) > 2000                                     # burnt
+
+
+def test_ignition_delay_and_its_sensitivities_match_cantera():
+    from pyode.chem import ignition_delay
+
+    mech = Mechanism.from_cantera("h2o2.yaml")
+    tau = ignition_delay(mech, 1000.0, ct.one_atm, H2_AIR, 0.01, reltol=1e-8)
+    ref = cantera_ignition(1000.0, ct.one_atm, H2_AIR)
+    assert abs(float(tau.detach()) - ref) <= 1e-6 * ref, (float(tau.detach()), ref)     # 0.311 ms
+    grad = torch.autograd.grad(torch.log(tau), mech.log_multipliers)[0]
+    for i in torch.argsort(grad.abs(), descending=True)[:2].tolist():
+        up = cantera_ignition(1000.0, ct.one_atm, H2_AIR, (i, math.exp(1e-3)))
+        down = cantera_ignition(1000.0, ct.one_atm, H2_AIR, (i, math.exp(-1e-3)))
+        fd = (math.log(up) - math.log(down)) / 2e-3
+        assert abs(float(grad[i]) - fd) <= 1e-4 * abs(fd), (i, float(grad[i]), fd)

@@ -91,6 +91,9 @@ class Mechanism(torch.nn.Module):
         self.register_buffer("falloff", falloff.long())                  # (F,) reaction indices
         self.register_buffer("falloff_kind", falloff_kind.long())        # (F,)
         self.register_buffer("falloff_coeffs", falloff_coeffs.to(dtype))  # (F, 5)
+        # which broadening functions to evaluate at all (Python flags: no work for absent kinds)
+        self._has_troe = bool((falloff_kind == _TROE).any())
+        self._has_sri = bool((falloff_kind == _SRI).any())
         self.ln_A0 = torch.nn.Parameter(low[:, 0].to(dtype).clone())
         self.b0 = torch.nn.Parameter(low[:, 1].to(dtype).clone())
         self.Ea0 = torch.nn.Parameter(low[:, 2].to(dtype).clone())
@@ -229,24 +232,26 @@ class Mechanism(torch.nn.Module):
         logPr = torch.log10(Pr.clamp(min=_SMALL))
         c = self.falloff_coeffs
         t = T[..., None]
-        # Troe: F_cent from (A, T3, T1[, T2]); the terms with zero temperatures vanish, as Cantera's
-        A, T3, T1, T2, has_T2 = c[:, 0], c[:, 1], c[:, 2], c[:, 3], c[:, 4]
         safe = lambda x: torch.where(x != 0, x, torch.ones_like(x))           # noqa: E731
-        fcent = ((1 - A) * torch.where(T3 != 0, torch.exp(-t / safe(T3)), torch.zeros_like(t))
-                 + A * torch.where(T1 != 0, torch.exp(-t / safe(T1)), torch.zeros_like(t))
-                 + torch.where(has_T2 != 0, torch.exp(-T2 / t), torch.zeros_like(t)))
-        log_fcent = torch.log10(fcent.clamp(min=_SMALL))
-        cc = -0.4 - 0.67 * log_fcent
-        nn_ = 0.75 - 1.27 * log_fcent
-        f1 = (logPr + cc) / (nn_ - 0.14 * (logPr + cc))
-        troe = 10 ** (log_fcent / (1 + f1 * f1))
-        # SRI: d (a exp(-b/T) + exp(-T/c))^X T^e, X = 1 / (1 + log10(Pr)^2)
-        a, bb, cs, d, e = c[:, 0], c[:, 1], c[:, 2], c[:, 3], c[:, 4]
-        X = 1 / (1 + logPr * logPr)
-        sri_base = a * torch.exp(-bb / t) + torch.where(cs != 0, torch.exp(-t / safe(cs)), torch.zeros_like(t))
-        sri = d * sri_base.clamp(min=_SMALL) ** X * t ** e
         kind = self.falloff_kind
-        F = torch.where(kind == _TROE, troe, torch.where(kind == _SRI, sri, torch.ones_like(troe)))
+        F = torch.ones_like(Pr)
+        if self._has_troe:
+            # F_cent from (A, T3, T1[, T2]); the terms with zero temperatures vanish, as Cantera's
+            A, T3, T1, T2, has_T2 = c[:, 0], c[:, 1], c[:, 2], c[:, 3], c[:, 4]
+            fcent = ((1 - A) * torch.where(T3 != 0, torch.exp(-t / safe(T3)), torch.zeros_like(t))
+                     + A * torch.where(T1 != 0, torch.exp(-t / safe(T1)), torch.zeros_like(t))
+                     + torch.where(has_T2 != 0, torch.exp(-T2 / t), torch.zeros_like(t)))
+            log_fcent = torch.log10(fcent.clamp(min=_SMALL))
+            cc = -0.4 - 0.67 * log_fcent
+            nn_ = 0.75 - 1.27 * log_fcent
+            f1 = (logPr + cc) / (nn_ - 0.14 * (logPr + cc))
+            F = torch.where(kind == _TROE, 10 ** (log_fcent / (1 + f1 * f1)), F)
+        if self._has_sri:
+            # d (a exp(-b/T) + exp(-T/c))^X T^e, X = 1 / (1 + log10(Pr)^2)
+            a, bb, cs, d, e = c[:, 0], c[:, 1], c[:, 2], c[:, 3], c[:, 4]
+            X = 1 / (1 + logPr * logPr)
+            base = a * torch.exp(-bb / t) + torch.where(cs != 0, torch.exp(-t / safe(cs)), torch.zeros_like(t))
+            F = torch.where(kind == _SRI, d * base.clamp(min=_SMALL) ** X * t ** e, F)
         return k_inf * Pr / (1 + Pr) * F
 
     def equilibrium_constants(self, T: torch.Tensor) -> torch.Tensor:
