@@ -175,22 +175,31 @@ def cantera_ignition(T0, P, X, multiplier=None, t_end=0.01):
     return 0.5 * (lo + hi)
 
 
-def test_constant_pressure_reactor_conserves_enthalpy_and_mass():
+@pytest.mark.parametrize("kind", ["const-pressure", "const-volume", "isothermal"])
+def test_reactors_match_canteras(kind):
     import pyode
-    from pyode.chem import const_pressure_problem
+    from pyode.chem import reactor_problem
 
     mech = Mechanism.from_cantera("h2o2.yaml")
-    prob = const_pressure_problem(mech, 1000.0, ct.one_atm, H2_AIR, (0.0, 1e-3))
+    times = [1e-4, 2.5e-4, 4e-4, 1e-3]
+    prob = reactor_problem(mech, 1000.0, ct.one_atm, H2_AIR, (0.0, 1e-3), kind)
     with torch.no_grad():
-        sol = pyode.solve(prob, pyode.Rodas5P(), reltol=1e-8, abstol=1e-15, saveat=[2e-4, 1e-3])
+        sol = pyode.solve(prob, pyode.Rodas5P(), reltol=1e-8, abstol=1e-15, saveat=times)
     gas = ct.Solution("h2o2.yaml")
     gas.TPX = 1000.0, ct.one_atm, H2_AIR
-    h0 = gas.enthalpy_mass
-    for u in sol.u:
-        gas.TPY = float(u[0]), ct.one_atm, u[1:].numpy()
-        assert abs(gas.enthalpy_mass - h0) <= 1e-6 * abs(h0) + 1.0      # J/kg
+    cls = ct.IdealGasReactor if kind == "const-volume" else ct.IdealGasConstPressureReactor
+    reactor = cls(gas, clone=False, energy="off" if kind == "isothermal" else "on")
+    net = ct.ReactorNet([reactor])
+    net.rtol, net.atol = 1e-10, 1e-20
+    for t, u in zip(times, sol.u):
+        net.advance(t)
+        assert abs(float(u[0]) - reactor.T) <= 1e-6 * reactor.T, (t, float(u[0]), reactor.T)
+        assert float((u[1:] - torch.tensor(reactor.Y, dtype=F64)).abs().max()) <= 1e-6
         assert abs(float(u[1:].sum()) - 1.0) < 1e-10
-    assert float(sol.u[-1, 0]) > 2000                                     # burnt
+    if kind != "isothermal":
+        assert float(sol.u[-1, 0]) > 2000                                     # burnt
+    with pytest.raises(ValueError, match="reactor='batch'; choose one of const-pressure"):
+        reactor_problem(mech, 1000.0, ct.one_atm, H2_AIR, (0.0, 1e-3), "batch")
 
 
 def test_ignition_delay_and_its_sensitivities_match_cantera():

@@ -8,6 +8,6 @@ from ._mechanism import GAS_CONSTANT, Mechanism
 from ._thermo import Nasa7
 
 __all__ = ["Mechanism", "Nasa7", "GAS_CONSTANT"]
-from ._reactor import const_pressure_problem, ignition_delay, mass_fractions  # noqa: E402
+from ._reactor import REACTORS, ignition_delay, mass_fractions, reactor_problem  # noqa: E402
 
-__all__ += ["const_pressure_problem", "ignition_delay", "mass_fractions"]
+__all__ += ["reactor_problem", "ignition_delay", "mass_fractions", "REACTORS"]
