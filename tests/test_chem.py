@@ -215,3 +215,36 @@ def test_ignition_delay_and_its_sensitivities_match_cantera():
         down = cantera_ignition(1000.0, ct.one_atm, H2_AIR, (i, math.exp(-1e-3)))
         fd = (math.log(up) - math.log(down)) / 2e-3
         assert abs(float(grad[i]) - fd) <= 1e-4 * abs(fd), (i, float(grad[i]), fd)
+
+
+def _cantera_gri_ignition(multiplier=None):
+    """GRI-Mech CH4/air, φ = 1, 1 atm, 1200 K: Cantera's reactor at rtol 1e-10, τ interpolated
+    linearly in T between the two steps around T0 + 400 K (steps there are tiny)."""
+    gas = ct.Solution("gri30.yaml")
+    if multiplier is not None:
+        gas.set_multiplier(multiplier[1], multiplier[0])
+    gas.TPX = 1200.0, ct.one_atm, "CH4:1, O2:2, N2:7.52"
+    reactor = ct.IdealGasConstPressureReactor(gas, clone=False)
+    net = ct.ReactorNet([reactor])
+    net.rtol, net.atol = 1e-10, 1e-20
+    t_prev, T_prev = 0.0, 1200.0
+    while reactor.T < 1600.0:
+        t_prev, T_prev = net.time, reactor.T
+        net.step()
+    return t_prev + (1600.0 - T_prev) * (net.time - t_prev) / (reactor.T - T_prev)
+
+
+def test_gri_ignition_delay_and_its_largest_sensitivities_match_cantera():
+    from pyode.chem import ignition_delay
+
+    mech = Mechanism.from_cantera("gri30.yaml")
+    tau = ignition_delay(mech, 1200.0, ct.one_atm, {"CH4": 1.0, "O2": 2.0, "N2": 7.52}, 0.1)
+    ref = _cantera_gri_ignition()
+    assert abs(float(tau.detach()) - ref) <= 2e-5 * ref, (float(tau.detach()), ref)     # 45.45 ms
+    grad = torch.autograd.grad(torch.log(tau), mech.log_multipliers)[0]              # all 325 at once
+    top = torch.argsort(grad.abs(), descending=True)[:4].tolist()
+    assert mech.equations[top[0]] == "2 CH3 (+M) <=> C2H6 (+M)"
+    for i in top:
+        fd = (math.log(_cantera_gri_ignition((i, math.exp(1e-3))))
+              - math.log(_cantera_gri_ignition((i, math.exp(-1e-3))))) / 2e-3
+        assert abs(float(grad[i]) - fd) <= 2e-3 * abs(fd), (mech.equations[i], float(grad[i]), fd)
