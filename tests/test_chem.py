@@ -240,11 +240,11 @@ def test_gri_ignition_delay_and_its_largest_sensitivities_match_cantera():
     mech = Mechanism.from_cantera("gri30.yaml")
     tau = ignition_delay(mech, 1200.0, ct.one_atm, {"CH4": 1.0, "O2": 2.0, "N2": 7.52}, 0.1)
     ref = _cantera_gri_ignition()
-    assert abs(float(tau.detach()) - ref) <= 2e-5 * ref, (float(tau.detach()), ref)     # 45.45 ms
+    assert abs(float(tau.detach()) - ref) <= 1e-6 * ref, (float(tau.detach()), ref)     # 45.45 ms
     grad = torch.autograd.grad(torch.log(tau), mech.log_multipliers)[0]              # all 325 at once
     top = torch.argsort(grad.abs(), descending=True)[:4].tolist()
     assert mech.equations[top[0]] == "2 CH3 (+M) <=> C2H6 (+M)"
     for i in top:
         fd = (math.log(_cantera_gri_ignition((i, math.exp(1e-3))))
               - math.log(_cantera_gri_ignition((i, math.exp(-1e-3))))) / 2e-3
-        assert abs(float(grad[i]) - fd) <= 2e-3 * abs(fd), (mech.equations[i], float(grad[i]), fd)
+        assert abs(float(grad[i]) - fd) <= 1e-4 * abs(fd), (mech.equations[i], float(grad[i]), fd)
