@@ -13,7 +13,7 @@ Molar enthalpies ``h_k`` and mass-specific heat capacities come from the NASA-7 
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import torch
 
