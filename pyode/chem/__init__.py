@@ -10,4 +10,6 @@ from ._thermo import Nasa7
 __all__ = ["Mechanism", "Nasa7", "GAS_CONSTANT"]
 from ._reactor import REACTORS, ignition_delay, mass_fractions, reactor_problem  # noqa: E402
 
-__all__ += ["reactor_problem", "ignition_delay", "mass_fractions", "REACTORS"]
+from ._network import ReactionNetwork  # noqa: E402
+
+__all__ += ["reactor_problem", "ignition_delay", "mass_fractions", "REACTORS", "ReactionNetwork"]
