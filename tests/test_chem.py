@@ -36,7 +36,7 @@ def test_rates_equal_canteras(name):
     T, P, Y = _states(gas, 16)
     with torch.no_grad():
         C = mech.concentrations(T, P, Y)
-        kf = mech.forward_rate_constants(T, C)
+        kf = mech.forward_rate_constants(T, C, P)
         Kc = mech.equilibrium_constants(T)
         fwd, rev, net = mech.rates_of_progress(T, P, Y)
         wdot = mech.net_production_rates(T, P, Y)
@@ -79,6 +79,38 @@ def test_sri_and_lindemann_falloff_equal_canteras(coeffs):
         assert float(((kf[b] - ref).abs() / ref).max()) < 1e-12
         ref_w = torch.tensor(gas.net_production_rates, dtype=F64)
         assert float((wdot[b] - ref_w).abs().max() / ref_w.abs().max()) < 1e-12
+
+
+def test_plog_and_chebyshev_rates_equal_canteras():
+    base = ct.Solution("h2o2.yaml")
+    plog = ct.PlogRate([(0.1 * ct.one_atm, ct.ArrheniusRate(1.2e12, -0.3, 6.5e7)),
+                        (ct.one_atm, ct.ArrheniusRate(3.5e12, -0.4, 6.9e7)),
+                        (ct.one_atm, ct.ArrheniusRate(2.0e10, 0.2, 4.0e7)),      # two at one pressure: summed
+                        (10 * ct.one_atm, ct.ArrheniusRate(3.5e13, -0.4, 6.9e7)),
+                        (100 * ct.one_atm, ct.ArrheniusRate(9.0e13, -0.5, 7.2e7))])
+    cheb = ct.ChebyshevRate(temperature_range=(300.0, 2500.0), pressure_range=(1000.0, 1e7),
+                            data=[[8.2, 1.1, -0.1, 0.02], [-0.5, 0.2, 0.01, 0.0], [0.1, -0.05, 0.0, 0.003]])
+    extra = [ct.Reaction(equation="H + O2 <=> O + OH", rate=plog),
+             ct.Reaction(equation="H2O2 <=> 2 OH", rate=cheb)]
+    gas = ct.Solution(thermo="ideal-gas", kinetics="gas", species=base.species(),
+                      reactions=list(base.reactions()) + extra)
+    mech = Mechanism.from_cantera(gas)
+    T, _, Y = _states(gas, 12, seed=11)
+    # pressures below, inside and above the PLOG grid, and on its points
+    P = torch.tensor([1e3, 0.1 * ct.one_atm, 3e4, ct.one_atm, 2e5, 10 * ct.one_atm, 5e6, 100 * ct.one_atm, 5e7,
+                      7e5, 2e6, 9e3], dtype=F64)
+    with torch.no_grad():
+        kf = mech.forward_rate_constants(T, mech.concentrations(T, P, Y), P)
+        wdot = mech.net_production_rates(T, P, Y)
+    for b in range(12):
+        gas.TPY = float(T[b]), float(P[b]), Y[b].numpy()
+        ref = torch.tensor(gas.forward_rate_constants, dtype=F64)
+        rel = (kf[b] - ref).abs() / ref
+        assert float(rel.max()) < 1e-12, (b, int(rel.argmax()), float(rel.max()))
+        ref_w = torch.tensor(gas.net_production_rates, dtype=F64)
+        assert float((wdot[b] - ref_w).abs().max() / ref_w.abs().max()) < 1e-12
+    with pytest.raises(ValueError, match="pass the pressure P"):
+        mech.forward_rate_constants(T, mech.concentrations(T, P, Y))
 
 
 def test_multipliers_are_canteras_in_log():
@@ -142,12 +174,11 @@ def test_bad_input_is_named():
     with pytest.raises(TypeError, match="source must be a Cantera input file"):
         Mechanism.from_cantera(42)
     species = ct.Solution("h2o2.yaml").species()
-    rate = ct.PlogRate([(ct.one_atm, ct.ArrheniusRate(3.5e12, -0.4, 6.9e7)),
-                        (10 * ct.one_atm, ct.ArrheniusRate(3.5e13, -0.4, 6.9e7))])
-    plog = ct.Solution(thermo="ideal-gas", kinetics="gas", species=species,
-                       reactions=[ct.Reaction(equation="H + O2 <=> O + OH", rate=rate)])
-    with pytest.raises(ValueError, match=r"reaction 0 \(H \+ O2 <=> O \+ OH\) has a 'pressure-dependent-Arrhenius'"):
-        Mechanism.from_cantera(plog)
+    bm = ct.Solution(thermo="ideal-gas", kinetics="gas", species=species,
+                     reactions=[ct.Reaction(equation="H + O2 <=> O + OH",
+                                            rate=ct.BlowersMaselRate(3.5e12, -0.4, 6.9e7, 1e9))])
+    with pytest.raises(ValueError, match=r"reaction 0 \(H \+ O2 <=> O \+ OH\) has a 'Blowers-Masel'"):
+        Mechanism.from_cantera(bm)
 
 
 # ---- the constant-pressure reactor and ignition delays ---------------------------------------------

@@ -8,6 +8,9 @@ kmol/m³/s, activation energies in J/kmol), so that ``net_production_rates`` equ
   is not, as Cantera 3's ``forward_rate_constants``);
 - falloff: ``k = k∞ Pr / (1 + Pr) F``, ``Pr = k0 [M] / k∞``, with ``F = 1`` (Lindemann), Troe's or
   SRI's broadening;
+- PLOG: ``ln k`` interpolated linearly in ``ln P`` between Arrhenius rates given at pressures (those
+  at one pressure summed; the end pressures' rates outside the grid); Chebyshev: ``log10 k`` a
+  double Chebyshev series in the reduced ``1/T`` and ``log10 P``;
 - reversible reactions: ``kr = kf / Kc``, ``Kc = exp(-ΔG°/RT) (p°/RT)^Δν`` from the NASA-7
   polynomials, ``p°`` the mechanism's reference pressure;
 - every rate of progress is multiplied by ``exp(log_multipliers)`` (Cantera's multipliers).
@@ -57,7 +60,8 @@ class Mechanism(torch.nn.Module):
                  nasa: torch.Tensor, reference_pressure: float, reactants: List[dict], products: List[dict],
                  orders: List[dict], reversible: torch.Tensor, arrhenius: torch.Tensor, third_body: torch.Tensor,
                  efficiencies: torch.Tensor, falloff: torch.Tensor, falloff_kind: torch.Tensor,
-                 low: torch.Tensor, falloff_coeffs: torch.Tensor, dtype=torch.float64):
+                 low: torch.Tensor, falloff_coeffs: torch.Tensor, plog=None, chebyshev=None,
+                 dtype=torch.float64):
         super().__init__()
         self.species_names, self.equations = list(species_names), list(equations)
         K, R = len(species_names), len(equations)
@@ -97,6 +101,33 @@ class Mechanism(torch.nn.Module):
         self.ln_A0 = torch.nn.Parameter(low[:, 0].to(dtype).clone())
         self.b0 = torch.nn.Parameter(low[:, 1].to(dtype).clone())
         self.Ea0 = torch.nn.Parameter(low[:, 2].to(dtype).clone())
+        # PLOG: per reaction, Arrhenius sets at a grid of pressures (summed per pressure), padded
+        plog = plog or {"index": [], "lnP": [], "arrhenius": []}
+        self.register_buffer("plog", torch.tensor(plog["index"], dtype=torch.long))
+        n_p = max([len(g) for g in plog["lnP"]], default=1)
+        n_m = max([len(sets) for grid in plog["arrhenius"] for sets in grid], default=1)
+        lnP = torch.full((len(plog["index"]), n_p), float("inf"), dtype=torch.float64)
+        arr = torch.zeros(len(plog["index"]), n_p, n_m, 3, dtype=torch.float64)
+        for r, (grid, sets) in enumerate(zip(plog["lnP"], plog["arrhenius"])):
+            lnP[r, :len(grid)] = torch.tensor(grid, dtype=torch.float64)
+            lnP[r, len(grid):] = grid[-1]              # padding repeats the last pressure
+            for j, rates in enumerate(sets):
+                arr[r, j, :len(rates)] = torch.tensor(rates, dtype=torch.float64)
+            for j in range(len(sets), n_p):
+                arr[r, j] = arr[r, len(sets) - 1]
+        self.register_buffer("plog_lnP", lnP.to(dtype))
+        self.register_buffer("plog_arrhenius", arr.to(dtype))       # (A, b, Ea); A = 0 pads a set
+        # Chebyshev: log10 k = Σ α_tp φ_t(T~) φ_p(P~), coefficients padded with zeros
+        cheb = chebyshev or {"index": [], "alpha": [], "T": [], "P": []}
+        self.register_buffer("cheb", torch.tensor(cheb["index"], dtype=torch.long))
+        n_t = max([len(a) for a in cheb["alpha"]], default=1)
+        n_q = max([len(a[0]) for a in cheb["alpha"]], default=1)
+        alpha = torch.zeros(len(cheb["index"]), n_t, n_q, dtype=torch.float64)
+        for r, a in enumerate(cheb["alpha"]):
+            alpha[r, :len(a), :len(a[0])] = torch.tensor(a, dtype=torch.float64)
+        self.register_buffer("cheb_alpha", alpha.to(dtype))
+        self.register_buffer("cheb_T", torch.tensor(cheb["T"], dtype=dtype).reshape(-1, 2))
+        self.register_buffer("cheb_P", torch.tensor(cheb["P"], dtype=dtype).reshape(-1, 2))
 
     # ---- construction ------------------------------------------------------------------------------
     @classmethod
@@ -104,8 +135,9 @@ class Mechanism(torch.nn.Module):
         """A mechanism from a Cantera input file (``"gri30.yaml"``, a path) or a ``cantera.Solution``.
 
         Species and reactions keep Cantera's order. Supported: elementary Arrhenius, three-body with
-        efficiencies (or a named collider), falloff (Lindemann, Troe, SRI), duplicates, reaction
-        orders, reversible and irreversible reactions, NASA-7 thermodynamics.
+        efficiencies (or a named collider), falloff (Lindemann, Troe, SRI), PLOG, Chebyshev,
+        duplicates, reaction orders, reversible and irreversible reactions, NASA-7 thermodynamics.
+        (PLOG and Chebyshev rates are data: their coefficients are buffers, not trained.)
 
         pyode's gas is ideal. A phase Cantera models otherwise (``nDodecane_Reitz.yaml`` declares
         Redlich-Kwong) is refused unless ``ideal_gas=True``: then its species and reactions are read
@@ -144,6 +176,8 @@ class Mechanism(torch.nn.Module):
         third_body = torch.zeros(R, dtype=torch.bool)
         efficiencies = torch.zeros(R, K, dtype=torch.float64)
         falloff, kinds, low, coeffs = [], [], [], []
+        plog = {"index": [], "lnP": [], "arrhenius": []}
+        cheb = {"index": [], "alpha": [], "T": [], "P": []}
         for i, r in enumerate(gas.reactions()):
             equations.append(r.equation)
             reac = {index[s]: float(v) for s, v in r.reactants.items()}
@@ -185,9 +219,25 @@ class Mechanism(torch.nn.Module):
                 else:
                     c = [0.0] * 5
                 coeffs.append(c)
+            elif kind == "pressure-dependent-Arrhenius":
+                grid: dict = {}
+                for pressure, arr in rate.rates:
+                    grid.setdefault(float(pressure), []).append(
+                        [float(arr.pre_exponential_factor), float(arr.temperature_exponent),
+                         float(arr.activation_energy)])
+                pressures = sorted(grid)
+                plog["index"].append(i)
+                plog["lnP"].append([math.log(q) for q in pressures])
+                plog["arrhenius"].append([grid[q] for q in pressures])
+            elif kind == "Chebyshev":
+                cheb["index"].append(i)
+                cheb["alpha"].append([[float(x) for x in row] for row in rate.data])
+                cheb["T"].append([float(x) for x in rate.temperature_range])
+                cheb["P"].append([float(x) for x in rate.pressure_range])
             else:
                 raise ValueError(f"reaction {i} ({r.equation}) has a {kind!r} rate, which pyode.chem does not "
-                                 "support yet (supported: Arrhenius, three-body, Lindemann/Troe/SRI falloff)")
+                                 "support (supported: Arrhenius, three-body, Lindemann/Troe/SRI falloff, PLOG, "
+                                 "Chebyshev)")
         F = len(falloff)
         return cls(species_names=names, equations=equations,
                    molecular_weights=torch.tensor(gas.molecular_weights, dtype=torch.float64),
@@ -197,7 +247,8 @@ class Mechanism(torch.nn.Module):
                    falloff=torch.tensor(falloff, dtype=torch.long),
                    falloff_kind=torch.tensor(kinds, dtype=torch.long),
                    low=torch.tensor(low, dtype=torch.float64).reshape(F, 3),
-                   falloff_coeffs=torch.tensor(coeffs, dtype=torch.float64).reshape(F, 5), dtype=dtype)
+                   falloff_coeffs=torch.tensor(coeffs, dtype=torch.float64).reshape(F, 5), plog=plog,
+                   chebyshev=cheb, dtype=dtype)
 
     @staticmethod
     def _arrhenius(rate, reaction):
@@ -218,12 +269,57 @@ class Mechanism(torch.nn.Module):
     def _k(ln_A, b, Ea, T):
         return torch.exp(ln_A + b * torch.log(T[..., None]) - Ea / (GAS_CONSTANT * T[..., None]))
 
-    def forward_rate_constants(self, T: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-        """``kf`` per reaction ``(..., R)`` (three-body reactions without ``[M]``, falloff with it)."""
+    def forward_rate_constants(self, T: torch.Tensor, C: torch.Tensor, P: torch.Tensor = None) -> torch.Tensor:
+        """``kf`` per reaction ``(..., R)`` (three-body reactions without ``[M]``, falloff with it);
+        ``P`` (Pa) is needed by PLOG and Chebyshev reactions."""
         kf = self._k(self.ln_A, self.b, self.Ea, T)
         if self.falloff.numel():
             kf = kf.index_copy(-1, self.falloff, self._falloff(T, C, kf[..., self.falloff]))
+        if self.plog.numel() or self.cheb.numel():
+            if P is None:
+                raise ValueError("this mechanism has PLOG or Chebyshev reactions: pass the pressure P")
+            P = torch.as_tensor(P, dtype=T.dtype).expand(T.shape)
+            if self.plog.numel():
+                kf = kf.index_copy(-1, self.plog, self._plog(T, P))
+            if self.cheb.numel():
+                kf = kf.index_copy(-1, self.cheb, self._chebyshev(T, P))
         return kf
+
+    def _plog(self, T, P):
+        """Cantera's PLOG: ln k linear in ln P between the grid pressures, the end values outside."""
+        arr = self.plog_arrhenius                                               # (Rp, Np, M, 3)
+        t = T[..., None, None, None]
+        A, b, Ea = arr[..., 0], arr[..., 1], arr[..., 2]
+        k_grid = (A * t ** b * torch.exp(-Ea / (GAS_CONSTANT * t))).sum(-1)      # (..., Rp, Np)
+        ln_k = torch.log(k_grid.clamp(min=_SMALL))
+        grid = self.plog_lnP                                                    # (Rp, Np)
+        lnP = torch.log(P)[..., None].clamp(min=grid[:, 0], max=grid.max(-1).values)
+        out = ln_k[..., 0]
+        for j in range(grid.shape[1] - 1):
+            lo, hi = grid[:, j], grid[:, j + 1]
+            width = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+            inside = (lnP >= lo) & (lnP <= hi) & (hi > lo)
+            frac = (lnP - lo) / width
+            out = torch.where(inside, ln_k[..., j] + (ln_k[..., j + 1] - ln_k[..., j]) * frac, out)
+        return torch.exp(out)
+
+    def _chebyshev(self, T, P):
+        """Cantera's Chebyshev rate: ``log10 k = Σ_tp α_tp φ_t(T~) φ_p(P~)``, reduced coordinates in
+        1/T and log10 P."""
+        Tmin, Tmax = self.cheb_T[:, 0], self.cheb_T[:, 1]
+        Pmin, Pmax = torch.log10(self.cheb_P[:, 0]), torch.log10(self.cheb_P[:, 1])
+        Tr = (2 / T[..., None] - 1 / Tmin - 1 / Tmax) / (1 / Tmax - 1 / Tmin)
+        Pr = (2 * torch.log10(P)[..., None] - Pmin - Pmax) / (Pmax - Pmin)
+
+        def chebyshev(x, n):
+            out = [torch.ones_like(x), x]
+            for _ in range(2, n):
+                out.append(2 * x * out[-1] - out[-2])
+            return torch.stack(out[:n], -1)
+
+        a = self.cheb_alpha                                                      # (Rc, nT, nP)
+        phiT, phiP = chebyshev(Tr, a.shape[1]), chebyshev(Pr, a.shape[2])        # (..., Rc, n)
+        return 10 ** torch.einsum("...rt,rtp,...rp->...r", phiT, a, phiP)
 
     def _falloff(self, T, C, k_inf):
         M = C @ self.efficiencies[self.falloff].T                              # (..., F)
@@ -263,7 +359,7 @@ class Mechanism(torch.nn.Module):
     def rates_of_progress(self, T: torch.Tensor, P: torch.Tensor, Y: torch.Tensor):
         """``(forward, reverse, net)`` rates of progress (kmol/m³/s), each ``(..., R)``."""
         C = self.concentrations(T, P, Y)
-        kf = self.forward_rate_constants(T, C)
+        kf = self.forward_rate_constants(T, C, P)
         dG = self.thermo.g_RT(T) @ self.net_stoich.T
         ln_c0 = torch.log(self.reference_pressure / (GAS_CONSTANT * T))[..., None]
         # kr = kf / Kc, in logarithms: Kc spans hundreds of decades
