@@ -14,6 +14,7 @@ from typing import List, Optional
 # demo name -> module in pyode.demos
 DEMOS = {
     "crnn": "crnn",
+    "ignition": "ignition",
     "orbit": "orbit",
     "pollu": "pollu",
     "lotka-volterra-ude": "lotka_volterra_ude",

@@ -279,3 +279,51 @@ def rate_constants(labels: Sequence[str], found: Sequence[Optional[float]],
         ax.set_title(title, fontsize=9)
     _save(fig, path)
     return fig
+
+
+def ignition_delays(series: Sequence[dict], *, path: Optional[PathLike] = None):
+    """Ignition delay against ``1000 / T0`` on a log axis. Each entry of ``series``: ``label``,
+    ``T0`` (K), ``tau`` (s, pyode's, drawn as markers) and optionally ``reference`` (s, drawn as a line)."""
+    Figure = _figure_class()
+    fig = Figure(figsize=(6.0, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for k, s in enumerate(series):
+        x = 1000.0 / _as_array("T0", s["T0"])
+        color = f"C{k}"
+        if s.get("reference") is not None:
+            ax.plot(x, 1e3 * _as_array("reference", s["reference"]), "-", color=color, alpha=0.6,
+                    label=f"{s['label']}: Cantera")
+        ax.plot(x, 1e3 * _as_array("tau", s["tau"]), "o", color=color, mfc="none", label=f"{s['label']}: pyode")
+    ax.set_yscale("log")
+    ax.set_xlabel("1000 / T0 (1/K)")
+    ax.set_ylabel("ignition delay (ms)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def sensitivities(labels: Sequence[str], values: Any, *, reference: Any = None, title: str = "",
+                  path: Optional[PathLike] = None):
+    """A horizontal bar chart of sensitivities (e.g. ``d ln τ / d ln k``), largest at the top;
+    ``reference`` (same length, NaN where absent) drawn as markers."""
+    Figure = _figure_class()
+    vals = _as_array("values", values)
+    fig = Figure(figsize=(6.4, 0.35 * len(labels) + 1.2))
+    ax = fig.add_subplot(1, 1, 1)
+    y = np.arange(len(labels))[::-1]
+    ax.barh(y, vals, color=["C3" if v > 0 else "C0" for v in vals], alpha=0.8, label="pyode (one backward pass)")
+    if reference is not None:
+        ref = _as_array("reference", reference)
+        ok = np.isfinite(ref)
+        ax.plot(ref[ok], y[ok], "kx", label="Cantera, central differences")
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.axvline(0.0, color="k", lw=0.6)
+    ax.set_xlabel("d ln τ / d ln k")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    _save(fig, path)
+    return fig

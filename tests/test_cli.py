@@ -88,6 +88,18 @@ def test_pollu_demo_smoke_and_bad_options(tmp_path, capsys):
     assert "--epochs must be a positive integer; got -3" in capsys.readouterr().err
 
 
+def test_ignition_demo_smoke(tmp_path):
+    # H2/air at two temperatures: tau and the three largest sensitivities against Cantera
+    pytest.importorskip("cantera", reason="the ignition demo compares against Cantera")
+    assert main(["demo", "ignition", "--smoke", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    case = metrics["cases"]["h2"]
+    assert metrics["passed"] and case["max_tau_rel_diff"] < 1e-5 and max(case["sensitivity_rel_diff"]) < 1e-3
+    assert case["T0"] == [1000.0, 1050.0] and abs(case["tau"][0] - 3.111e-4) < 1e-7
+    for name in ("ignition.png", "sensitivities_h2.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
 def test_crnn_demo_discovers_ji_and_dengs_mechanism(tmp_path):
     # the full demo: 72 candidates, 20 noisy experiments; exactly the four true reactions must remain
     assert main(["demo", "crnn", "--no-progress", "--out", str(tmp_path)]) == 0
