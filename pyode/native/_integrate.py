@@ -76,8 +76,8 @@ class RawSolution:
     nreject: torch.Tensor
     dense: Optional[object]
     nswitch: Optional[torch.Tensor] = None     # (B,) for AutoSwitch
-    events: Optional[tuple] = None      # (t, u, callback, index) per member, from EventHandler.result
-    event_records: Optional[list] = None  # EventHandler.records, for the continuous adjoints
+    events: Optional[tuple] = None      # (t, u, callback, index, tau) per member: EventHandler.result
+    event_records: Optional[tuple] = None  # (records, discrete_records) of EventHandler, for the adjoints
 
 
 class _CountingRHS:
