@@ -49,6 +49,13 @@ def _slots(rows: Sequence[dict], K: int):
     return index, power
 
 
+def slot_product(x: torch.Tensor, index: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
+    """``Π_s x[index[r, s]] ** power[r, s]`` per reaction ``(..., R)``, with ``x`` ``(..., K)`` and
+    index ``K`` (the padding of :func:`_slots`) reading a one."""
+    x1 = torch.cat([x, torch.ones_like(x[..., :1])], -1)
+    return (x1[..., index] ** power).prod(-1)
+
+
 class Mechanism(torch.nn.Module):
     """Species, reactions and thermodynamics of a gas-phase mechanism; see the module docstring.
 
@@ -364,9 +371,8 @@ class Mechanism(torch.nn.Module):
         ln_c0 = torch.log(self.reference_pressure / (GAS_CONSTANT * T))[..., None]
         # kr = kf / Kc, in logarithms: Kc spans hundreds of decades
         kr = torch.where(self.reversible, kf * torch.exp(dG - self.delta_nu * ln_c0), torch.zeros_like(kf))
-        C1 = torch.cat([C, torch.ones_like(C[..., :1])], -1)
-        fwd = (C1[..., self.fwd_index] ** self.fwd_power).prod(-1) * kf
-        rev = (C1[..., self.rev_index] ** self.rev_power).prod(-1) * kr
+        fwd = slot_product(C, self.fwd_index, self.fwd_power) * kf
+        rev = slot_product(C, self.rev_index, self.rev_power) * kr
         scale = torch.exp(self.log_multipliers)
         M = C @ self.efficiencies.T
         scale = scale * torch.where(self.third_body, M, torch.ones_like(M))

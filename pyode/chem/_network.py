@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ._mechanism import _slots, slot_product
+
 __all__ = ["ReactionNetwork"]
 
 _ARROWS = ("<=>", "<->", "=>", "->")
@@ -112,15 +114,13 @@ class ReactionNetwork:
         self.species, self.parameters = list(species), params
         n, R = len(self.species), len(parsed)
         index = {s: i for i, s in enumerate(self.species)}
-        S = max(1, max(len(r) for r, _, _ in parsed))
-        self._idx = torch.full((R, S), n, dtype=torch.long)       # slot n: a column of ones
-        self._pow = torch.zeros(R, S, dtype=torch.float64)
+        # reactant slots (padded with index n, a column of ones), as the mechanisms' rates
+        self._idx, self._pow = _slots([{index[s]: v for s, v in r.items()} for r, _, _ in parsed], n)
         self._stoich = torch.zeros(n, R, dtype=torch.float64)     # products - reactants
         self._k_param = torch.full((R,), -1, dtype=torch.long)   # parameter index, or -1 for a number
         self._k_fixed = torch.zeros(R, dtype=torch.float64)
         for j, (reac, prod, k) in enumerate(parsed):
-            for s, (name, v) in enumerate(sorted(reac.items())):
-                self._idx[j, s], self._pow[j, s] = index[name], v
+            for name, v in reac.items():
                 self._stoich[index[name], j] -= v
             for name, v in prod.items():
                 self._stoich[index[name], j] += v
@@ -166,8 +166,7 @@ class ReactionNetwork:
     def rates(self, u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """Mass-action rates ``(..., R)``."""
         idx, pw = self._idx.to(u.device), self._pow.to(device=u.device, dtype=u.dtype)
-        u1 = torch.cat([u, torch.ones_like(u[..., :1])], -1)
-        return self._k(p) * (u1[..., idx] ** pw).prod(-1)
+        return self._k(p) * slot_product(u, idx, pw)
 
     def rhs(self, u: torch.Tensor, p: torch.Tensor, t=None) -> torch.Tensor:
         """``du/dt = S r(u)``, ``f(u, p, t)`` for :class:`~pyode.ODEProblem`."""
