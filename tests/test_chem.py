@@ -55,6 +55,30 @@ def test_rates_equal_canteras(name):
             assert float(scaled) < 1e-12, key
 
 
+@pytest.mark.parametrize("name", ["h2o2.yaml", "gri30.yaml", "nDodecane_Reitz.yaml"])
+def test_net_production_rates_at_300_states_over_the_whole_range(name):
+    """300 states: T 300-3000 K, P 0.1-100 bar, compositions with zero and trace (1e-12) species;
+    error relative to the largest rate of each state."""
+    gas = _ideal(name)
+    mech = Mechanism.from_cantera(gas)
+    g = torch.Generator().manual_seed(30)
+    B = 300
+    T = 300 + 2700 * torch.rand(B, generator=g, dtype=F64)
+    P = torch.exp(math.log(1e4) + math.log(1e3) * torch.rand(B, generator=g, dtype=F64))
+    Y = torch.rand(B, gas.n_species, generator=g, dtype=F64) ** 2
+    Y = torch.where(torch.rand(Y.shape, generator=g) < 0.3, torch.zeros_like(Y), Y)
+    Y = torch.where(torch.rand(Y.shape, generator=g) < 0.2, Y * 1e-12, Y)
+    Y = Y / Y.sum(-1, keepdim=True)
+    with torch.no_grad():
+        wdot = mech.net_production_rates(T, P, Y)
+    worst = 0.0
+    for b in range(B):
+        gas.TPY = float(T[b]), float(P[b]), Y[b].numpy()
+        ref = torch.tensor(gas.net_production_rates, dtype=F64)
+        worst = max(worst, float((wdot[b] - ref).abs().max() / ref.abs().max()))
+    assert worst <= 1e-10, worst
+
+
 @pytest.mark.parametrize("coeffs", [[0.45, 797.0, 979.0], [0.45, 797.0, 979.0, 1.1, 0.2]], ids=["SRI3", "SRI5"])
 def test_sri_and_lindemann_falloff_equal_canteras(coeffs):
     # the shipped mechanisms have no SRI reaction: add one (and a Lindemann one) to h2o2's

@@ -26,15 +26,15 @@ from typing import List, Sequence
 
 import torch
 
-from ._thermo import Nasa7
+from . import _rates
+from ._rates import unit_slots
+from ._thermo import Nasa7, ThermoState, temperature_basis, temperature_basis_derivative
 
 __all__ = ["Mechanism", "GAS_CONSTANT"]
 
 #: J/kmol/K, as Cantera's ``ct.gas_constant``
 GAS_CONSTANT = 8314.46261815324
-# Cantera's guard against log(0) and division by 0 in the falloff functions
-_SMALL = 1e-300
-_LINDEMANN, _TROE, _SRI = 0, 1, 2
+_LINDEMANN, _TROE, _SRI = _rates.LINDEMANN, _rates.TROE, _rates.SRI
 
 
 def _slots(rows: Sequence[dict], K: int):
@@ -84,8 +84,8 @@ class Mechanism(torch.nn.Module):
                 nu[i, k] -= v
         self.register_buffer("net_stoich", nu.to(dtype))                 # (R, K) products - reactants
         self.register_buffer("delta_nu", nu.sum(1).to(dtype))
-        fi, fp = _slots(orders, K)
-        ri, rp = _slots(products, K)
+        fi, fp, self._fwd_fractional = unit_slots(orders, K)
+        ri, rp, self._rev_fractional = unit_slots(products, K)
         self.register_buffer("fwd_index", fi)
         self.register_buffer("fwd_power", fp.to(dtype))
         self.register_buffer("rev_index", ri)
@@ -105,6 +105,12 @@ class Mechanism(torch.nn.Module):
         # which broadening functions to evaluate at all (Python flags: no work for absent kinds)
         self._has_troe = bool((falloff_kind == _TROE).any())
         self._has_sri = bool((falloff_kind == _SRI).any())
+        tables = _rates.falloff_tables(falloff_kind.long(), falloff_coeffs.to(dtype))
+        self._falloff_names = tuple(tables)
+        for name, value in tables.items():
+            self.register_buffer("_falloff_" + name, value)
+        self._cache_key, self._cache = None, None
+        self._pattern = None
         self.ln_A0 = torch.nn.Parameter(low[:, 0].to(dtype).clone())
         self.b0 = torch.nn.Parameter(low[:, 1].to(dtype).clone())
         self.Ea0 = torch.nn.Parameter(low[:, 2].to(dtype).clone())
@@ -272,90 +278,72 @@ class Mechanism(torch.nn.Module):
         return rho[..., None] * moles
 
     # ---- rates ----------------------------------------------------------------------------------------
-    @staticmethod
-    def _k(ln_A, b, Ea, T):
-        return torch.exp(ln_A + b * torch.log(T[..., None]) - Ea / (GAS_CONSTANT * T[..., None]))
+    def _parameter_tensors(self):
+        """``(coefficients (7, R + F), multipliers (R,))``: the Arrhenius parameters of every reaction,
+        then of every falloff reaction's low-pressure limit, as rows on :func:`temperature_basis`
+        (``ln k = basis @ coefficients``: ``ln A`` on 1, ``-Ea/R`` on 1/T, ``b`` on ln T), and
+        ``exp(log_multipliers)``. Cached while no gradient is recorded and the parameters are
+        unchanged (their version counters)."""
+        params = (self.ln_A, self.b, self.Ea, self.ln_A0, self.b0, self.Ea0, self.log_multipliers)
+        recording = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        key = None if recording or torch.compiler.is_compiling() else tuple((p._version, p.data_ptr()) for p in params)
+        if key is not None and key == self._cache_key:
+            return self._cache
+        lnA, b, Ea = torch.cat([self.ln_A, self.ln_A0]), torch.cat([self.b, self.b0]), torch.cat([self.Ea, self.Ea0])
+        zero = torch.zeros_like(lnA)
+        coef = torch.stack([lnA, zero, zero, zero, zero, Ea * (-1.0 / GAS_CONSTANT), b])
+        out = (coef, torch.exp(self.log_multipliers))
+        if key is not None:
+            self._cache_key, self._cache = key, out
+        return out
+
+    def _kf(self, T: torch.Tensor, lnP, C: torch.Tensor, M: torch.Tensor, derivative: bool, basis=None):
+        """``kf`` ``(..., R)`` and, with ``derivative``, ``∂kf/∂[M]`` (falloff), ``∂ln kf/∂T`` and
+        ``∂ln kf/∂ln P`` (PLOG, Chebyshev; None without them)."""
+        R = self.n_reactions
+        coef = self._parameter_tensors()[0]
+        if basis is None:
+            basis = temperature_basis(T)
+        k = torch.exp(basis @ coef)
+        kf = k[..., :R]
+        dkf_dM = dlnkf_dT = dlnkf_dlnP = None
+        if derivative:
+            dlnk_dT = temperature_basis_derivative(T) @ coef
+            dlnkf_dT = dlnk_dT[..., :R]
+        if self.falloff.numel():
+            fi = self.falloff
+            tables = {name: getattr(self, "_falloff_" + name) for name in self._falloff_names}
+            kfall, dM, dT = _rates.falloff(
+                kf[..., fi], k[..., R:], M[..., fi], T, tables, self._has_troe, self._has_sri, derivative,
+                dlnkf_dT[..., fi] if derivative else None, dlnk_dT[..., R:] if derivative else None)
+            kf = kf.index_copy(-1, fi, kfall)
+            if derivative:
+                dkf_dM = torch.zeros_like(kf).index_copy(-1, fi, dM)
+                dlnkf_dT = dlnkf_dT.index_copy(-1, fi, dT)
+        if self.plog.numel() or self.cheb.numel():
+            if lnP is None:
+                raise ValueError("this mechanism has PLOG or Chebyshev reactions: pass the pressure P")
+            lnP = lnP.expand(T.shape)
+            if derivative:
+                dlnkf_dlnP = torch.zeros_like(kf)
+            for rows, (value, dT, dlnP) in (
+                    (self.plog, _rates.plog(T, lnP, self.plog_lnP, self.plog_arrhenius, GAS_CONSTANT, derivative)
+                     if self.plog.numel() else (None, None, None)),
+                    (self.cheb, _rates.chebyshev(T, lnP, self.cheb_alpha, self.cheb_T, self.cheb_P, derivative)
+                     if self.cheb.numel() else (None, None, None))):
+                if value is None:
+                    continue
+                kf = kf.index_copy(-1, rows, value)
+                if derivative:
+                    dlnkf_dT = dlnkf_dT.index_copy(-1, rows, dT)
+                    dlnkf_dlnP = dlnkf_dlnP.index_copy(-1, rows, dlnP)
+        return kf, dkf_dM, dlnkf_dT, dlnkf_dlnP
 
     def forward_rate_constants(self, T: torch.Tensor, C: torch.Tensor, P: torch.Tensor = None) -> torch.Tensor:
         """``kf`` per reaction ``(..., R)`` (three-body reactions without ``[M]``, falloff with it);
         ``P`` (Pa) is needed by PLOG and Chebyshev reactions."""
-        kf = self._k(self.ln_A, self.b, self.Ea, T)
-        if self.falloff.numel():
-            kf = kf.index_copy(-1, self.falloff, self._falloff(T, C, kf[..., self.falloff]))
-        if self.plog.numel() or self.cheb.numel():
-            if P is None:
-                raise ValueError("this mechanism has PLOG or Chebyshev reactions: pass the pressure P")
-            P = torch.as_tensor(P, dtype=T.dtype).expand(T.shape)
-            if self.plog.numel():
-                kf = kf.index_copy(-1, self.plog, self._plog(T, P))
-            if self.cheb.numel():
-                kf = kf.index_copy(-1, self.cheb, self._chebyshev(T, P))
-        return kf
-
-    def _plog(self, T, P):
-        """Cantera's PLOG: ln k linear in ln P between the grid pressures, the end values outside."""
-        arr = self.plog_arrhenius                                               # (Rp, Np, M, 3)
-        t = T[..., None, None, None]
-        A, b, Ea = arr[..., 0], arr[..., 1], arr[..., 2]
-        k_grid = (A * t ** b * torch.exp(-Ea / (GAS_CONSTANT * t))).sum(-1)      # (..., Rp, Np)
-        ln_k = torch.log(k_grid.clamp(min=_SMALL))
-        grid = self.plog_lnP                                                    # (Rp, Np)
-        lnP = torch.log(P)[..., None].clamp(min=grid[:, 0], max=grid.max(-1).values)
-        out = ln_k[..., 0]
-        for j in range(grid.shape[1] - 1):
-            lo, hi = grid[:, j], grid[:, j + 1]
-            width = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-            inside = (lnP >= lo) & (lnP <= hi) & (hi > lo)
-            frac = (lnP - lo) / width
-            out = torch.where(inside, ln_k[..., j] + (ln_k[..., j + 1] - ln_k[..., j]) * frac, out)
-        return torch.exp(out)
-
-    def _chebyshev(self, T, P):
-        """Cantera's Chebyshev rate: ``log10 k = Σ_tp α_tp φ_t(T~) φ_p(P~)``, reduced coordinates in
-        1/T and log10 P."""
-        Tmin, Tmax = self.cheb_T[:, 0], self.cheb_T[:, 1]
-        Pmin, Pmax = torch.log10(self.cheb_P[:, 0]), torch.log10(self.cheb_P[:, 1])
-        Tr = (2 / T[..., None] - 1 / Tmin - 1 / Tmax) / (1 / Tmax - 1 / Tmin)
-        Pr = (2 * torch.log10(P)[..., None] - Pmin - Pmax) / (Pmax - Pmin)
-
-        def chebyshev(x, n):
-            out = [torch.ones_like(x), x]
-            for _ in range(2, n):
-                out.append(2 * x * out[-1] - out[-2])
-            return torch.stack(out[:n], -1)
-
-        a = self.cheb_alpha                                                      # (Rc, nT, nP)
-        phiT, phiP = chebyshev(Tr, a.shape[1]), chebyshev(Pr, a.shape[2])        # (..., Rc, n)
-        return 10 ** torch.einsum("...rt,rtp,...rp->...r", phiT, a, phiP)
-
-    def _falloff(self, T, C, k_inf):
-        M = C @ self.efficiencies[self.falloff].T                              # (..., F)
-        k0 = self._k(self.ln_A0, self.b0, self.Ea0, T)
-        Pr = k0 * M / k_inf.clamp(min=_SMALL)
-        logPr = torch.log10(Pr.clamp(min=_SMALL))
-        c = self.falloff_coeffs
-        t = T[..., None]
-        safe = lambda x: torch.where(x != 0, x, torch.ones_like(x))           # noqa: E731
-        kind = self.falloff_kind
-        F = torch.ones_like(Pr)
-        if self._has_troe:
-            # F_cent from (A, T3, T1[, T2]); the terms with zero temperatures vanish, as Cantera's
-            A, T3, T1, T2, has_T2 = c[:, 0], c[:, 1], c[:, 2], c[:, 3], c[:, 4]
-            fcent = ((1 - A) * torch.where(T3 != 0, torch.exp(-t / safe(T3)), torch.zeros_like(t))
-                     + A * torch.where(T1 != 0, torch.exp(-t / safe(T1)), torch.zeros_like(t))
-                     + torch.where(has_T2 != 0, torch.exp(-T2 / t), torch.zeros_like(t)))
-            log_fcent = torch.log10(fcent.clamp(min=_SMALL))
-            cc = -0.4 - 0.67 * log_fcent
-            nn_ = 0.75 - 1.27 * log_fcent
-            f1 = (logPr + cc) / (nn_ - 0.14 * (logPr + cc))
-            F = torch.where(kind == _TROE, 10 ** (log_fcent / (1 + f1 * f1)), F)
-        if self._has_sri:
-            # d (a exp(-b/T) + exp(-T/c))^X T^e, X = 1 / (1 + log10(Pr)^2)
-            a, bb, cs, d, e = c[:, 0], c[:, 1], c[:, 2], c[:, 3], c[:, 4]
-            X = 1 / (1 + logPr * logPr)
-            base = a * torch.exp(-bb / t) + torch.where(cs != 0, torch.exp(-t / safe(cs)), torch.zeros_like(t))
-            F = torch.where(kind == _SRI, d * base.clamp(min=_SMALL) ** X * t ** e, F)
-        return k_inf * Pr / (1 + Pr) * F
+        lnP = None if P is None else torch.log(torch.as_tensor(P, dtype=T.dtype))
+        return self._kf(T, lnP, C, C @ self.efficiencies.T, False)[0]
 
     def equilibrium_constants(self, T: torch.Tensor) -> torch.Tensor:
         """``Kc`` per reaction in concentration units, ``(..., R)``."""
@@ -363,20 +351,60 @@ class Mechanism(torch.nn.Module):
         ln_c0 = torch.log(self.reference_pressure / (GAS_CONSTANT * T))[..., None]
         return torch.exp(-dG + self.delta_nu * ln_c0)
 
+    def _progress(self, T: torch.Tensor, lnP, C: torch.Tensor, thermo: ThermoState, derivative: bool = False,
+                  basis: torch.Tensor = None):
+        """Forward, reverse and net rates of progress ``(..., R)`` at ``T``, ``ln P`` and concentrations
+        ``C``; with ``derivative`` also ``∂q/∂C`` (factored: the coefficients of the concentration-product
+        slots and of ``[M]``, see :meth:`_production_jacobian`), ``∂q/∂T`` and ``∂q/∂ln P`` (or None) of
+        the net rates, each at constant other arguments."""
+        M = C @ self.efficiencies.T                                               # (..., R)
+        if basis is None:
+            basis = temperature_basis(T)
+        kf, dkf_dM, dlnkf_dT, dlnkf_dlnP = self._kf(T, lnP, C, M, derivative, basis)
+        dG = thermo.g_RT @ self.net_stoich.T
+        ln_c0 = math.log(self.reference_pressure / GAS_CONSTANT) - basis[..., 6:]   # ln(p°/(RT))
+        # kr = kf / Kc, in logarithms: Kc spans hundreds of decades
+        inv_Kc = torch.where(self.reversible, torch.exp(dG - self.delta_nu * ln_c0), torch.zeros_like(kf))
+        C1 = torch.cat([C, torch.ones_like(C[..., :1])], -1)
+        pf, dpf = _rates.concentration_product(C1, self.fwd_index, self.fwd_power, self._fwd_fractional, derivative)
+        pr, dpr = _rates.concentration_product(C1, self.rev_index, self.rev_power, self._rev_fractional, derivative)
+        mult = self._parameter_tensors()[1]
+        tb = torch.where(self.third_body, M, torch.ones_like(M))
+        a = mult * tb * kf
+        fwd, rev = a * pf, a * inv_Kc * pr
+        if not derivative:
+            return fwd, rev, fwd - rev
+        D = pf - inv_Kc * pr
+        # [M] enters through three-body factors and falloff rate constants
+        gM = mult * D * (kf * self.third_body.to(kf.dtype) + (dkf_dM if dkf_dM is not None else 0.0))
+        slots = torch.cat([a[..., None] * dpf, -(a * inv_Kc)[..., None] * dpr], -1)
+        dlnKc_dT = (thermo.h_RT @ self.net_stoich.T - self.delta_nu) / T[..., None]
+        dq_dT = a * (D * dlnkf_dT + inv_Kc * pr * dlnKc_dT)
+        dq_dlnP = None if dlnkf_dlnP is None else a * D * dlnkf_dlnP
+        return fwd, rev, fwd - rev, (slots, gM), dq_dT, dq_dlnP
+
+    def _production_jacobian(self, dq_dC) -> torch.Tensor:
+        """``∂ω̇/∂C`` ``(..., K, K)`` from :meth:`_progress`'s factored ``∂q/∂C``: one gather and one
+        ``index_add`` over the nonzero terms (:func:`~._rates.sparse_jacobian_pattern`)."""
+        slots, gM = dq_dC
+        K = self.n_species
+        if self._pattern is None or self._pattern[0].device != slots.device:
+            pattern = _rates.sparse_jacobian_pattern(self.net_stoich.double().cpu(), torch.cat(
+                [self.fwd_index, self.rev_index], -1).cpu(), self.efficiencies.double().cpu())
+            self._pattern = tuple(x.to(slots.device) for x in pattern[:2]) + (pattern[2].to(slots.device, slots.dtype),)
+        source, target, weight = self._pattern
+        batch = slots.shape[:-2]
+        coeffs = torch.cat([slots.flatten(-2), gM], -1)
+        values = coeffs[..., source] * weight
+        out = torch.zeros(*batch, K * K, dtype=slots.dtype, device=slots.device)
+        return out.index_add(-1, target, values).unflatten(-1, (K, K))
+
     def rates_of_progress(self, T: torch.Tensor, P: torch.Tensor, Y: torch.Tensor):
         """``(forward, reverse, net)`` rates of progress (kmol/m³/s), each ``(..., R)``."""
         C = self.concentrations(T, P, Y)
-        kf = self.forward_rate_constants(T, C, P)
-        dG = self.thermo.g_RT(T) @ self.net_stoich.T
-        ln_c0 = torch.log(self.reference_pressure / (GAS_CONSTANT * T))[..., None]
-        # kr = kf / Kc, in logarithms: Kc spans hundreds of decades
-        kr = torch.where(self.reversible, kf * torch.exp(dG - self.delta_nu * ln_c0), torch.zeros_like(kf))
-        fwd = slot_product(C, self.fwd_index, self.fwd_power) * kf
-        rev = slot_product(C, self.rev_index, self.rev_power) * kr
-        scale = torch.exp(self.log_multipliers)
-        M = C @ self.efficiencies.T
-        scale = scale * torch.where(self.third_body, M, torch.ones_like(M))
-        return fwd * scale, rev * scale, (fwd - rev) * scale
+        lnP = torch.log(torch.as_tensor(P, dtype=T.dtype))
+        basis = temperature_basis(T)
+        return self._progress(T, lnP, C, self.thermo.evaluate(T, basis), basis=basis)
 
     def net_production_rates(self, T: torch.Tensor, P: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         """Net molar production rate of every species, kmol/m³/s, ``(..., K)`` (Cantera's

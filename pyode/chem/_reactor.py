@@ -18,6 +18,7 @@ from typing import Any, Tuple
 import torch
 
 from ._mechanism import GAS_CONSTANT, Mechanism
+from ._thermo import temperature_basis
 
 __all__ = ["reactor_problem", "ignition_delay", "mass_fractions", "REACTORS"]
 
@@ -43,31 +44,106 @@ def mass_fractions(mech: Mechanism, X: Any) -> torch.Tensor:
     return m / m.sum(-1, keepdim=True)
 
 
-def _reactor_rhs(kind: str, P: torch.Tensor, rho0: torch.Tensor):
-    R = GAS_CONSTANT
+class _Reactor:
+    """Right-hand side and analytic Jacobian of one reactor kind, ``f(u, mech, t)`` and
+    ``jac(u, mech, t)`` for :class:`~pyode.ODEProblem` (``u = (T, Y)``).
 
-    def rhs(u, mech, t):
+    The Jacobian is assembled by the chain rule from the mechanism's ``∂q/∂C``, ``∂q/∂T`` and
+    ``∂q/∂ln P`` (see :meth:`Mechanism._progress`): ``C = ρ Y/W`` with ``ρ = P W̄/(RT)`` at constant
+    pressure (``ρ`` fixed and ``P = ρRT/W̄`` at constant volume), then ``dY/dt = ω̇ W/ρ`` and the
+    energy equation with ``∂c_p/∂T`` from the NASA polynomials. It is exact up to round-off
+    (``tests/test_reactor_jacobian.py`` compares it with automatic differentiation).
+    """
+
+    def __init__(self, kind: str, P: torch.Tensor, rho0: torch.Tensor):
+        self.kind, self.P, self.rho0 = kind, P, rho0
+        self.lnP = torch.log(P)
+
+    def _state(self, u, mech):
+        R = GAS_CONSTANT
         T, Y = u[..., 0], u[..., 1:]
         W = mech.molecular_weights
-        moles = (Y / W).sum(-1)                                                # 1 / W̄
-        if kind == "const-volume":
-            rho = rho0
-            pressure = rho * R * T * moles
+        moles = Y / W                                                      # kmol/kg
+        S = moles.sum(-1)                                                  # 1 / W̄
+        if self.kind == "const-volume":
+            rho = self.rho0
+            lnP = torch.log(rho * R * T * S)
         else:
-            pressure = P
-            rho = P / (R * T * moles)
-        wdot = mech.net_production_rates(T, pressure, Y)                       # kmol/m³/s
-        dY = wdot * W / rho[..., None]
-        if kind == "isothermal":
+            rho = self.P / (R * T * S)
+            lnP = self.lnP
+        C = rho[..., None] * moles
+        return T, Y, W, moles, S, rho, lnP, C
+
+    def rhs(self, u, mech, t):
+        T, Y, W, moles, S, rho, lnP, C = self._state(u, mech)
+        basis = temperature_basis(T)
+        thermo = mech.thermo.evaluate(T, basis)
+        q = mech._progress(T, lnP, C, thermo, basis=basis)[2]
+        wdot = q @ mech.net_stoich                                         # kmol/m³/s
+        dY = wdot * (W / rho[..., None])
+        if self.kind == "isothermal":
             return torch.cat([torch.zeros_like(T)[..., None], dY], -1)
-        cp = R * (mech.thermo.cp_R(T) * Y / W).sum(-1)                          # J/kg/K
-        h = R * T[..., None] * mech.thermo.h_RT(T)                              # J/kmol
-        if kind == "const-pressure":
-            dT = -(h * wdot).sum(-1) / (rho * cp)
+        cp = (thermo.cp_R * moles).sum(-1)                                 # c_p / R, per kg
+        if self.kind == "const-pressure":
+            dT = -T * (thermo.h_RT * wdot).sum(-1) / (rho * cp)
         else:
-            dT = -((h - R * T[..., None]) * wdot).sum(-1) / (rho * (cp - R * moles))
+            dT = -T * ((thermo.h_RT - 1) * wdot).sum(-1) / (rho * (cp - S))
         return torch.cat([dT[..., None], dY], -1)
-    return rhs
+
+    def jac(self, u, mech, t):
+        T, Y, W, moles, S, rho, lnP, C = self._state(u, mech)
+        basis = temperature_basis(T)
+        thermo = mech.thermo.evaluate(T, basis)
+        _, _, q, dq_dC, dq_dT, dq_dlnP = mech._progress(T, lnP, C, thermo, derivative=True, basis=basis)
+        nu = mech.net_stoich                                               # (R, K)
+        wdot = q @ nu
+        A = mech._production_jacobian(dq_dC)                              # ∂ω̇/∂C (..., K, K)
+        w_T = dq_dT @ nu                                                   # ∂ω̇/∂T at constant C, P
+        invW = 1 / W
+        Tc, Sc = T[..., None], S[..., None]
+        if self.kind == "const-volume":
+            rho_c = rho[..., None].expand_as(S[..., None])
+            dw_dY = A * (rho_c * invW)[..., None, :]
+            dw_dT = w_T
+            if dq_dlnP is not None:                                        # ln P = ln(ρ R T S)
+                w_P = dq_dlnP @ nu
+                dw_dY = dw_dY + w_P[..., :, None] * (invW / Sc)[..., None, :]
+                dw_dT = dw_dT + w_P / Tc
+            dY_dY = dw_dY * (W / rho_c)[..., :, None]
+            dY_dT = dw_dT * (W / rho_c)
+        else:
+            rho_c = rho[..., None]
+            AC = (A @ C[..., None])[..., 0]                                # ∂C/∂Y = ρ/W (I - C ⊗ W/ρ.../S)
+            dw_dY = A * (rho_c * invW)[..., None, :] - AC[..., :, None] * (invW / Sc)[..., None, :]
+            dw_dT = w_T - AC / Tc
+            # dY/dt = ω̇ W / ρ with 1/ρ = R T S / P
+            wW = wdot * W / rho_c
+            dY_dY = dw_dY * (W / rho_c)[..., :, None] + wW[..., :, None] * (invW / Sc)[..., None, :]
+            dY_dT = dw_dT * (W / rho_c) + wW / Tc
+        if self.kind == "isothermal":
+            top = torch.zeros_like(u)
+        else:
+            h = thermo.h_RT if self.kind == "const-pressure" else thermo.h_RT - 1    # h/RT or u/RT
+            cp = (thermo.cp_R * moles).sum(-1) if self.kind == "const-pressure" else (thermo.cp_R * moles).sum(-1) - S
+            dcp_dY = (thermo.cp_R if self.kind == "const-pressure" else thermo.cp_R - 1) * invW
+            dcp_dT = (thermo.dcp_R * moles).sum(-1)
+            E = T * (h * wdot).sum(-1)                                     # Σ h_k ω̇_k / R
+            dE_dY = Tc * (h[..., None, :] @ dw_dY)[..., 0, :]
+            dE_dT = ((thermo.cp_R - float(self.kind != "const-pressure")) * wdot).sum(-1) + T * (h * dw_dT).sum(-1)
+            inv_rho_cp = 1 / (rho * cp)
+            dT_dt = -E * inv_rho_cp
+            if self.kind == "const-pressure":                               # ∂(1/ρ)/∂Y = 1/(ρ S W), ∂/∂T = 1/(ρ T)
+                drho_Y, drho_T = invW / Sc, 1 / T
+            else:
+                drho_Y, drho_T = torch.zeros_like(invW / Sc), torch.zeros_like(T)
+            top_Y = -dE_dY * inv_rho_cp[..., None] + dT_dt[..., None] * (drho_Y - dcp_dY / cp[..., None])
+            top_T = -dE_dT * inv_rho_cp + dT_dt * (drho_T - dcp_dT / cp)
+            top = torch.cat([top_T[..., None], top_Y], -1)
+        rows = torch.cat([dY_dT[..., None], dY_dY], -1)
+        return torch.cat([top[..., None, :], rows], -2)
+
+    def tgrad(self, u, mech, t):
+        return torch.zeros_like(u)
 
 
 def reactor_problem(mech: Mechanism, T0: Any, P: Any, X0: Any, tspan: Tuple[float, float],
@@ -88,7 +164,8 @@ def reactor_problem(mech: Mechanism, T0: Any, P: Any, X0: Any, tspan: Tuple[floa
     T0, P, Y0 = T0.expand(batch), P.expand(batch), Y0.expand(*batch, mech.n_species)
     rho0 = P / (GAS_CONSTANT * T0 * (Y0 / mech.molecular_weights).sum(-1))
     u0 = torch.cat([T0[..., None], Y0], -1)
-    return ODEProblem(_reactor_rhs(reactor, P, rho0), u0, tspan, mech)
+    model = _Reactor(reactor, P, rho0)
+    return ODEProblem(model.rhs, u0, tspan, mech, jac=model.jac, tgrad=model.tgrad)
 
 
 def ignition_delay(mech: Mechanism, T0: Any, P: Any, X0: Any, t_end: float, *, delta_T: float = 400.0,
