@@ -297,11 +297,12 @@ class Mechanism(torch.nn.Module):
             self._cache_key, self._cache = key, out
         return out
 
-    def _kf(self, T: torch.Tensor, lnP, C: torch.Tensor, M: torch.Tensor, derivative: bool, basis=None):
+    def _kf(self, T: torch.Tensor, lnP, C: torch.Tensor, M: torch.Tensor, derivative: bool, basis=None, coef=None):
         """``kf`` ``(..., R)`` and, with ``derivative``, ``∂kf/∂[M]`` (falloff), ``∂ln kf/∂T`` and
         ``∂ln kf/∂ln P`` (PLOG, Chebyshev; None without them)."""
         R = self.n_reactions
-        coef = self._parameter_tensors()[0]
+        if coef is None:
+            coef = self._parameter_tensors()[0]
         if basis is None:
             basis = temperature_basis(T)
         k = torch.exp(basis @ coef)
@@ -360,7 +361,8 @@ class Mechanism(torch.nn.Module):
         M = C @ self.efficiencies.T                                               # (..., R)
         if basis is None:
             basis = temperature_basis(T)
-        kf, dkf_dM, dlnkf_dT, dlnkf_dlnP = self._kf(T, lnP, C, M, derivative, basis)
+        coef, mult = self._parameter_tensors()
+        kf, dkf_dM, dlnkf_dT, dlnkf_dlnP = self._kf(T, lnP, C, M, derivative, basis, coef)
         dG = thermo.g_RT @ self.net_stoich.T
         ln_c0 = math.log(self.reference_pressure / GAS_CONSTANT) - basis[..., 6:]   # ln(p°/(RT))
         # kr = kf / Kc, in logarithms: Kc spans hundreds of decades
@@ -368,7 +370,6 @@ class Mechanism(torch.nn.Module):
         C1 = torch.cat([C, torch.ones_like(C[..., :1])], -1)
         pf, dpf = _rates.concentration_product(C1, self.fwd_index, self.fwd_power, self._fwd_fractional, derivative)
         pr, dpr = _rates.concentration_product(C1, self.rev_index, self.rev_power, self._rev_fractional, derivative)
-        mult = self._parameter_tensors()[1]
         tb = torch.where(self.third_body, M, torch.ones_like(M))
         a = mult * tb * kf
         fwd, rev = a * pf, a * inv_Kc * pr

@@ -177,10 +177,14 @@ def ignition_delay(mech: Mechanism, T0: Any, P: Any, X0: Any, t_end: float, *, d
     Batched over ``T0``, ``P`` and ``X0``; differentiable with respect to the mechanism's parameters
     (and ``T0``, ``X0``) through the event time (:class:`~pyode.ContinuousCallback`, implicit
     function theorem). A member that does not ignite before ``t_end`` raises an error naming it.
-    Defaults: ``Rodas5P()``, reltol 1e-6, abstol 1e-15 (Cantera's reactor tolerances).
+    Defaults: ``FBDF()`` (variable-order BDF with a Jacobian kept across steps, as Cantera's CVODES;
+    on GRI-Mech 3.0 three times faster than ``Rodas5P()`` at the same accuracy), reltol 1e-6,
+    abstol 1e-15 (Cantera's reactor tolerances). ``reltol=1e-4`` keeps τ within ~1e-4 of the tight
+    value in half the time. The absolute tolerance is on mass fractions: radicals start near 1e-15,
+    and a looser ``abstol`` (1e-10, say) can step over the induction period (no ignition found).
     """
     from .._solve import solve
-    from ..algorithms import Rodas5P
+    from ..algorithms import FBDF
     from ..callbacks import ContinuousCallback
 
     if reactor == "isothermal":
@@ -191,7 +195,7 @@ def ignition_delay(mech: Mechanism, T0: Any, P: Any, X0: Any, t_end: float, *, d
     kw = {} if sensealg is None else {"sensealg": sensealg}
     if sensealg is not None and prob.u0.ndim == 1:
         kw["saveat"] = [float(t_end)]
-    sol = solve(prob, alg if alg is not None else Rodas5P(), callback=hot, reltol=reltol, abstol=abstol,
+    sol = solve(prob, alg if alg is not None else FBDF(), callback=hot, reltol=reltol, abstol=abstol,
                 maxiters=maxiters, dense=False, **kw)
     t_ev = sol.t_events
     if t_ev.shape[-1] == 0 or bool(torch.isnan(t_ev[..., 0]).any()):

@@ -31,10 +31,20 @@ def _property_rows(a: torch.Tensor) -> torch.Tensor:
 _POWERS = (0.0, 1.0, 2.0, 3.0, 4.0, -1.0)
 
 
+_POWER_TENSORS: dict = {}
+
+
+def _powers(T: torch.Tensor) -> torch.Tensor:
+    key = (T.dtype, T.device)
+    if key not in _POWER_TENSORS:
+        _POWER_TENSORS[key] = torch.tensor(_POWERS, dtype=T.dtype, device=T.device)
+    return _POWER_TENSORS[key]
+
+
 def temperature_basis(T: torch.Tensor) -> torch.Tensor:
     """``(1, T, T², T³, T⁴, 1/T, ln T)`` per member, ``(..., 7)``: the basis of the NASA polynomials
     (and of ``ln k = ln A + b ln T - Ea/(RT)``)."""
-    powers = torch.tensor(_POWERS, dtype=T.dtype, device=T.device)
+    powers = _powers(T)
     t = T[..., None]
     return torch.cat([t ** powers, torch.log(t)], -1)
 
@@ -42,7 +52,7 @@ def temperature_basis(T: torch.Tensor) -> torch.Tensor:
 def temperature_basis_derivative(T: torch.Tensor) -> torch.Tensor:
     """``d/dT`` of :func:`temperature_basis`: ``(0, 1, 2T, 3T², 4T³, -1/T², 1/T)``."""
     t = T[..., None]
-    powers = torch.tensor(_POWERS, dtype=T.dtype, device=T.device)
+    powers = _powers(T)
     return torch.cat([powers * t ** (powers - 1), 1 / t], -1)
 
 
