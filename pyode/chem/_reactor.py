@@ -101,34 +101,35 @@ class _Reactor:
         w_T = dq_dT @ nu                                                   # ∂ω̇/∂T at constant C, P
         invW = 1 / W
         Tc, Sc = T[..., None], S[..., None]
+        rho_c = rho[..., None] if rho.ndim == T.ndim else rho[..., None].expand_as(Sc)
+        x = invW / Sc
+        # ∂ω̇/∂Y = A diag(ρ/W) + v_w ⊗ (1/W)/S, and dY/dt = ω̇ W/ρ: the ρ of ∂C/∂Y cancels the 1/ρ,
+        # so ∂(dY/dt)/∂Y = A ⊙ (W_k / W_j) + v ⊗ (1/W)/S with one matrix operation per member
+        hA = (h_all := (thermo.h_RT if self.kind != "const-volume" else thermo.h_RT - 1))[..., None, :] @ A
+        hA = hA[..., 0, :]
         if self.kind == "const-volume":
-            rho_c = rho[..., None].expand_as(S[..., None])
-            dw_dY = A * (rho_c * invW)[..., None, :]
-            dw_dT = w_T
-            if dq_dlnP is not None:                                        # ln P = ln(ρ R T S)
-                w_P = dq_dlnP @ nu
-                dw_dY = dw_dY + w_P[..., :, None] * (invW / Sc)[..., None, :]
-                dw_dT = dw_dT + w_P / Tc
-            dY_dY = dw_dY * (W / rho_c)[..., :, None]
+            w_P = dq_dlnP @ nu if dq_dlnP is not None else torch.zeros_like(w_T)   # ln P = ln(ρ R T S)
+            v_w = w_P
+            dw_dT = w_T + w_P / Tc
+            v = W / rho_c * w_P
             dY_dT = dw_dT * (W / rho_c)
         else:
-            rho_c = rho[..., None]
-            AC = (A @ C[..., None])[..., 0]                                # ∂C/∂Y = ρ/W (I - C ⊗ W/ρ.../S)
-            dw_dY = A * (rho_c * invW)[..., None, :] - AC[..., :, None] * (invW / Sc)[..., None, :]
+            AC = (A @ C[..., None])[..., 0]                                # ∂C/∂Y = diag(ρ/W) - C ⊗ (1/W)/S
+            v_w = -AC
             dw_dT = w_T - AC / Tc
-            # dY/dt = ω̇ W / ρ with 1/ρ = R T S / P
-            wW = wdot * W / rho_c
-            dY_dY = dw_dY * (W / rho_c)[..., :, None] + wW[..., :, None] * (invW / Sc)[..., None, :]
+            wW = wdot * W / rho_c                                          # 1/ρ = R T S / P
+            v = wW - W / rho_c * AC
             dY_dT = dw_dT * (W / rho_c) + wW / Tc
+        dY_dY = torch.addcmul(A * mech._weight_ratio(), v[..., :, None], x[..., None, :])
         if self.kind == "isothermal":
             top = torch.zeros_like(u)
         else:
-            h = thermo.h_RT if self.kind == "const-pressure" else thermo.h_RT - 1    # h/RT or u/RT
+            h = h_all                                                      # h/RT, or u/RT at constant volume
             cp = (thermo.cp_R * moles).sum(-1) if self.kind == "const-pressure" else (thermo.cp_R * moles).sum(-1) - S
             dcp_dY = (thermo.cp_R if self.kind == "const-pressure" else thermo.cp_R - 1) * invW
             dcp_dT = (thermo.dcp_R * moles).sum(-1)
             E = T * (h * wdot).sum(-1)                                     # Σ h_k ω̇_k / R
-            dE_dY = Tc * (h[..., None, :] @ dw_dY)[..., 0, :]
+            dE_dY = Tc * (rho_c * invW * hA + (h * v_w).sum(-1, keepdim=True) * x)     # T h·∂ω̇/∂Y
             dE_dT = ((thermo.cp_R - float(self.kind != "const-pressure")) * wdot).sum(-1) + T * (h * dw_dT).sum(-1)
             inv_rho_cp = 1 / (rho * cp)
             dT_dt = -E * inv_rho_cp
@@ -139,8 +140,12 @@ class _Reactor:
             top_Y = -dE_dY * inv_rho_cp[..., None] + dT_dt[..., None] * (drho_Y - dcp_dY / cp[..., None])
             top_T = -dE_dT * inv_rho_cp + dT_dt * (drho_T - dcp_dT / cp)
             top = torch.cat([top_T[..., None], top_Y], -1)
-        rows = torch.cat([dY_dT[..., None], dY_dY], -1)
-        return torch.cat([top[..., None, :], rows], -2)
+        n = u.shape[-1]
+        J = dY_dY.new_empty(*u.shape[:-1], n, n)          # filled by blocks: cheaper than concatenating rows
+        J[..., 0, :] = top
+        J[..., 1:, 0] = dY_dT
+        J[..., 1:, 1:] = dY_dY
+        return J
 
     def tgrad(self, u, mech, t):
         return torch.zeros_like(u)
