@@ -205,6 +205,35 @@ def test_bad_input_is_named():
         Mechanism.from_cantera(bm)
 
 
+def test_bad_states_and_files_are_named():
+    from pyode.chem import reactor_problem
+
+    with pytest.raises(FileNotFoundError, match="mechanism file 'no_such_mechanism.yaml' not found"):
+        Mechanism.from_cantera("no_such_mechanism.yaml")
+    mech = Mechanism.from_cantera("h2o2.yaml")
+    T = torch.tensor([1000.0, 1200.0], dtype=F64)
+    P = torch.tensor([1e5, 1e5], dtype=F64)
+    Y = torch.full((2, 10), 0.1, dtype=F64)
+    with pytest.raises(ValueError, match=r"T must be finite and positive \(K\); got -10 at member \(1,\)"):
+        mech.net_production_rates(torch.tensor([1000.0, -10.0], dtype=F64), P, Y)
+    with pytest.raises(ValueError, match=r"P must be finite and positive \(Pa\); got 0 at member \(0,\)"):
+        mech.net_production_rates(T, torch.tensor([0.0, 1e5], dtype=F64), Y)
+    with pytest.raises(ValueError, match=r"summing to 1: at member \(0,\) the sum is 2; normalise it"):
+        mech.net_production_rates(T, P, torch.cat([Y[:1] * 2, Y[1:]]))
+    negative = Y.clone()
+    negative[1, 0], negative[1, 1] = -0.1, 0.3
+    with pytest.raises(ValueError, match=r"non-negative: at member \(1,\) H2 = -0.1"):
+        mech.rates_of_progress(T, P, negative)
+    with pytest.raises(ValueError, match="Y has 9 entries on its last axis; the mechanism has 10 species"):
+        mech.net_production_rates(T, P, Y[:, :9])
+    with pytest.raises(ValueError, match=r"T0 must be finite and positive \(K\); got nan"):
+        reactor_problem(mech, float("nan"), 1e5, {"H2": 1.0, "O2": 0.5}, (0.0, 1.0))
+    with pytest.raises(ValueError, match=r"P must be finite and positive \(Pa\); got -1"):
+        reactor_problem(mech, 1000.0, -1.0, {"H2": 1.0, "O2": 0.5}, (0.0, 1.0))
+    with pytest.raises(ValueError, match="X0 must be non-negative"):
+        reactor_problem(mech, 1000.0, 1e5, {"H2": -1.0, "O2": 0.5}, (0.0, 1.0))
+
+
 # ---- the constant-pressure reactor and ignition delays ---------------------------------------------
 H2_AIR = {"H2": 2.0, "O2": 1.0, "N2": 3.76}
 

@@ -22,6 +22,7 @@ trainable tensors (``log_multipliers`` and the Arrhenius ``ln_A``, ``b``, ``Ea``
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import List, Sequence
 
@@ -165,8 +166,15 @@ class Mechanism(torch.nn.Module):
                               "(or pip install cantera)") from None
         if isinstance(source, ct.Solution):
             gas = source
-        elif isinstance(source, str):
-            gas = ct.Solution(source)
+        elif isinstance(source, (str, os.PathLike)):
+            try:
+                gas = ct.Solution(os.fspath(source))
+            except ct.CanteraError as exc:
+                if "findInputFile" in str(exc) or "could not find" in str(exc).lower():
+                    raise FileNotFoundError(
+                        f"mechanism file {os.fspath(source)!r} not found: give a path to a Cantera YAML file, or "
+                        f"the name of one Cantera ships (gri30.yaml, h2o2.yaml, ...)") from None
+                raise ValueError(f"Cantera could not read {os.fspath(source)!r}: {str(exc).strip()}") from None
         else:
             raise TypeError(f"source must be a Cantera input file name or path, or a cantera.Solution; "
                             f"got {type(source).__name__}")
@@ -272,6 +280,39 @@ class Mechanism(torch.nn.Module):
         return [math.log(A), float(rate.temperature_exponent), float(rate.activation_energy)]
 
     # ---- state --------------------------------------------------------------------------------------
+    def check_state(self, T: torch.Tensor, P, Y: torch.Tensor, names=("T", "P", "Y")) -> None:
+        """Raise a ValueError naming the argument and the first offending member when ``T`` or ``P``
+        is not finite and positive, or ``Y`` has the wrong length, entries below -1e-8 (round-off
+        negatives of a solve pass) or sums that differ from 1 by more than 1e-6."""
+        def first(bad):
+            return tuple(int(i) for i in bad.nonzero()[0]) if bad.ndim else ()
+
+        def where(at):
+            return f" at member {at}" if at else ""
+
+        T = torch.as_tensor(T)
+        P = torch.as_tensor(P)
+        for name, x, unit in ((names[0], T, "K"), (names[1], P, "Pa")):
+            bad = ~(torch.isfinite(x) & (x > 0))
+            if bool(bad.any()):
+                at = first(bad)
+                raise ValueError(f"{name} must be finite and positive ({unit}); got {float(x[at]):g}{where(at)}")
+        y = names[2]
+        if Y.shape[-1] != self.n_species:
+            raise ValueError(f"{y} has {Y.shape[-1]} entries on its last axis; the mechanism has {self.n_species} species")
+        bad = (Y < -1e-8).any(-1)
+        if bool(bad.any()):
+            at = first(bad)
+            k = int(Y[at].argmin())
+            raise ValueError(f"{y} must be mass fractions, non-negative:{where(at)} {self.species_names[k]} = "
+                             f"{float(Y[at][k]):g}")
+        total = Y.sum(-1)
+        bad = ~((total - 1).abs() <= 1e-6)
+        if bool(bad.any()):
+            at = first(bad)
+            raise ValueError(f"{y} must be mass fractions summing to 1:{where(at)} the sum is {float(total[at]):.9g}; "
+                             "normalise it (Y / Y.sum(-1, keepdim=True))")
+
     def concentrations(self, T: torch.Tensor, P: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         """Molar concentrations (kmol/m³) of an ideal gas at ``T`` (K), ``P`` (Pa), mass fractions ``Y``."""
         moles = Y / self.molecular_weights                       # kmol/kg
@@ -421,7 +462,9 @@ class Mechanism(torch.nn.Module):
         return self._pattern[1]
 
     def rates_of_progress(self, T: torch.Tensor, P: torch.Tensor, Y: torch.Tensor):
-        """``(forward, reverse, net)`` rates of progress (kmol/m³/s), each ``(..., R)``."""
+        """``(forward, reverse, net)`` rates of progress (kmol/m³/s), each ``(..., R)``. Raises a
+        ValueError for a state :meth:`check_state` rejects."""
+        self.check_state(T, P, Y)
         C = self.concentrations(T, P, Y)
         lnP = torch.log(torch.as_tensor(P, dtype=T.dtype))
         basis = temperature_basis(T)

@@ -167,6 +167,7 @@ def reactor_problem(mech: Mechanism, T0: Any, P: Any, X0: Any, tspan: Tuple[floa
     P = torch.as_tensor(P, dtype=dtype)
     batch = torch.broadcast_shapes(T0.shape, P.shape, Y0.shape[:-1])
     T0, P, Y0 = T0.expand(batch), P.expand(batch), Y0.expand(*batch, mech.n_species)
+    mech.check_state(T0, P, Y0, names=("T0", "P", "Y0"))
     rho0 = P / (GAS_CONSTANT * T0 * (Y0 / mech.molecular_weights).sum(-1))
     u0 = torch.cat([T0[..., None], Y0], -1)
     model = _Reactor(reactor, P, rho0)
