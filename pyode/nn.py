@@ -15,6 +15,8 @@
 * :class:`Conserving` projects a right-hand side onto the null space of given linear invariants
   (total mass, element balances), :class:`Sum` adds right-hand sides (a model plus a correction).
 * :func:`mlp` builds the plain multilayer perceptrons these wrap.
+* :class:`CNF` is a continuous normalizing flow (FFJORD): ``log_prob`` and ``sample`` with an exact or
+  Hutchinson trace and RNODE's regularisers.
 
 The models are right-hand sides of the form ``model(u)`` / ``model(u, t)`` with ``u`` of shape
 ``(*batch, n)`` and ``t`` of shape ``u.shape[:-1]``; the module is handed to :func:`pyode.solve` as the
@@ -32,8 +34,10 @@ from ._model_jacobian import model_jacobian, supports, zero_time_derivative
 from ._problem import ODEProblem
 from ._solution import ODESolution
 from ._solve import _KEYWORDS, solve
+from ._cnf import CNF  # noqa: E402,F401  (re-exported: pyode.nn.CNF)
 
-__all__ = ["NeuralODE", "SpeciesScaling", "UDE", "MassActionNetwork", "PolynomialNetwork", "Conserving", "Sum", "mlp"]
+__all__ = ["NeuralODE", "SpeciesScaling", "UDE", "MassActionNetwork", "PolynomialNetwork", "Conserving", "Sum", "mlp",
+           "CNF"]
 
 _ACTIVATIONS = {"gelu": nn.GELU, "tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "silu": nn.SiLU,
                 "elu": nn.ELU, "sigmoid": nn.Sigmoid}
