@@ -13,6 +13,7 @@ from typing import List, Optional
 
 # demo name -> module in pyode.demos
 DEMOS = {
+    "cnf": "cnf",
     "crnn": "crnn",
     "ignition": "ignition",
     "orbit": "orbit",

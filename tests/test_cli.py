@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from pyode.cli import main
 
@@ -98,6 +99,35 @@ def test_ignition_demo_smoke(tmp_path):
     assert case["T0"] == [1000.0, 1050.0] and abs(case["tau"][0] - 3.111e-4) < 1e-7
     for name in ("ignition.png", "sensitivities_h2.png"):
         assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_cnf_demo_smoke(tmp_path, capsys):
+    # a few iterations: the pipeline, its outputs and its options
+    assert main(["demo", "cnf", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["data"] == "8gaussians" and metrics["iterations"] == 5 and metrics["target_nll"] == 3.05
+    assert 3.0 < metrics["test_nll"] < 8.0 and not metrics["target_reached"]
+    for name in ("cnf.png", "loss.png", "model.pt", "checkpoint.pt"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert main(["demo", "cnf", "--smoke", "--no-progress", "--data", "moons", "--out", str(tmp_path / "m")]) == 0
+    with pytest.raises(SystemExit):
+        main(["demo", "cnf", "--data", "spirals"])
+    assert "unknown data set 'spirals'" in capsys.readouterr().err
+
+
+def test_cnf_demo_samples_each_toy_density():
+    from pyode.demos.cnf import sample_data
+
+    g = torch.Generator().manual_seed(0)
+    eight = sample_data("8gaussians", 20000, g)
+    radius = eight.norm(dim=-1)
+    assert abs(float(radius.mean()) - 4 / 1.414) < 0.05                      # centres at radius 4/1.414
+    board = sample_data("checkerboard", 20000, g)
+    assert float(board.abs().max()) <= 4.0
+    cells = (torch.floor(board[:, 0] / 2) + torch.floor(board[:, 1] / 2)) % 2
+    assert bool((cells == 0).all())                                           # only the "black" squares
+    moons = sample_data("moons", 1000, g)
+    assert moons.shape == (1000, 2) and bool(torch.isfinite(moons).all())
 
 
 def test_crnn_demo_discovers_ji_and_dengs_mechanism(tmp_path):
