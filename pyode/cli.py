@@ -19,6 +19,7 @@ DEMOS = {
     "orbit": "orbit",
     "pollu": "pollu",
     "lotka-volterra-ude": "lotka_volterra_ude",
+    "odenet-digits": "odenet_digits",
     "robertson": "robertson",
     "spiral": "spiral",
 }

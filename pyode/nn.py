@@ -16,7 +16,8 @@
   (total mass, element balances), :class:`Sum` adds right-hand sides (a model plus a correction).
 * :func:`mlp` builds the plain multilayer perceptrons these wrap.
 * :class:`CNF` is a continuous normalizing flow (FFJORD): ``log_prob`` and ``sample`` with an exact or
-  Hutchinson trace and RNODE's regularisers.
+  Hutchinson trace and RNODE's regularisers; :class:`ODEBlock` is a continuous-depth residual
+  block (ODE-Net).
 
 The models are right-hand sides of the form ``model(u)`` / ``model(u, t)`` with ``u`` of shape
 ``(*batch, n)`` and ``t`` of shape ``u.shape[:-1]``; the module is handed to :func:`pyode.solve` as the
@@ -35,9 +36,10 @@ from ._problem import ODEProblem
 from ._solution import ODESolution
 from ._solve import _KEYWORDS, solve
 from ._cnf import CNF  # noqa: E402,F401  (re-exported: pyode.nn.CNF)
+from ._odeblock import ODEBlock  # noqa: E402,F401  (re-exported: pyode.nn.ODEBlock)
 
 __all__ = ["NeuralODE", "SpeciesScaling", "UDE", "MassActionNetwork", "PolynomialNetwork", "Conserving", "Sum", "mlp",
-           "CNF"]
+           "CNF", "ODEBlock"]
 
 _ACTIVATIONS = {"gelu": nn.GELU, "tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "silu": nn.SiLU,
                 "elu": nn.ELU, "sigmoid": nn.Sigmoid}
