@@ -17,7 +17,8 @@
 * :func:`mlp` builds the plain multilayer perceptrons these wrap.
 * :class:`CNF` is a continuous normalizing flow (FFJORD): ``log_prob`` and ``sample`` with an exact or
   Hutchinson trace and RNODE's regularisers; :class:`ODEBlock` is a continuous-depth residual
-  block (ODE-Net).
+  block (ODE-Net); :class:`LatentODE` is an encoder (RNN or ODE-RNN), a latent ODE and a decoder
+  trained by the ELBO on irregularly sampled sequences.
 
 The models are right-hand sides of the form ``model(u)`` / ``model(u, t)`` with ``u`` of shape
 ``(*batch, n)`` and ``t`` of shape ``u.shape[:-1]``; the module is handed to :func:`pyode.solve` as the
@@ -37,9 +38,10 @@ from ._solution import ODESolution
 from ._solve import _KEYWORDS, solve
 from ._cnf import CNF  # noqa: E402,F401  (re-exported: pyode.nn.CNF)
 from ._odeblock import ODEBlock  # noqa: E402,F401  (re-exported: pyode.nn.ODEBlock)
+from ._latent_ode import LatentODE  # noqa: E402,F401  (re-exported: pyode.nn.LatentODE)
 
 __all__ = ["NeuralODE", "SpeciesScaling", "UDE", "MassActionNetwork", "PolynomialNetwork", "Conserving", "Sum", "mlp",
-           "CNF", "ODEBlock"]
+           "CNF", "ODEBlock", "LatentODE"]
 
 _ACTIVATIONS = {"gelu": nn.GELU, "tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "silu": nn.SiLU,
                 "elu": nn.ELU, "sigmoid": nn.Sigmoid}
