@@ -127,10 +127,13 @@ class LatentODE(nn.Module):
 
     # ---- objectives --------------------------------------------------------------------------------
     def elbo(self, x: torch.Tensor, t: Sequence[float], mask: Optional[torch.Tensor] = None,
-             generator: Optional[torch.Generator] = None, kl_weight: float = 1.0) -> torch.Tensor:
-        """The evidence lower bound per sequence ``(B,)``, one sample of ``z0`` (reparametrised)."""
+             generator: Optional[torch.Generator] = None, kl_weight: float = 1.0,
+             encoder_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The evidence lower bound per sequence ``(B,)``, one sample of ``z0`` (reparametrised).
+        ``encoder_mask`` (default ``mask``) restricts what the encoder reads, e.g. to the first part of
+        each sequence, so that the likelihood of the rest trains extrapolation."""
         t, mask = self._check(x, t, mask)
-        mu, logvar = self.encode(x, t, mask)
+        mu, logvar = self.encode(x, t, mask if encoder_mask is None else encoder_mask & mask)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         z0 = mu + torch.exp(0.5 * logvar) * eps
         pred = self.decode(z0, t)

@@ -18,6 +18,7 @@ DEMOS = {
     "ignition": "ignition",
     "orbit": "orbit",
     "pollu": "pollu",
+    "latent-ode": "latent_ode",
     "lotka-volterra-ude": "lotka_volterra_ude",
     "odenet-digits": "odenet_digits",
     "robertson": "robertson",

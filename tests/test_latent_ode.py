@@ -108,3 +108,33 @@ def test_bad_input_is_named():
         model.predict(x, t, t + 1.0)
     with pytest.raises(ValueError, match=r"mask must be \(batch, times\)"):
         model.elbo(x, t, torch.ones(3, 6, dtype=torch.bool))
+
+
+def test_spirals_are_chen_et_als():
+    from pyode.demos.latent_ode import N_SAMPLE, spirals
+
+    truth, noisy, t = spirals(64, torch.Generator().manual_seed(0))
+    assert truth.shape == noisy.shape == (64, N_SAMPLE, 2) and t.shape == (N_SAMPLE,)
+    left = truth[:, 0, 0] < 0                                   # clockwise, around (-5, 0)
+    assert 0 < int(left.sum()) < 64
+    r_cc = (truth[~left] - torch.tensor([5.0, 0.0])).norm(dim=-1)
+    theta = torch.atan2(truth[~left][..., 1], truth[~left][..., 0] - 5.0)
+    # r = 0.3 θ: the radius grows by 0.3 × 2π per turn and the angle matches θ modulo 2π
+    assert torch.allclose(torch.remainder(r_cc / 0.3 - theta + math.pi, 2 * math.pi) - math.pi,
+                          torch.zeros_like(r_cc), atol=1e-3)
+    noise = (noisy - truth).std()
+    assert abs(float(noise) - 0.3) < 0.02
+
+
+def test_latent_ode_demo_smoke(tmp_path):
+    import json
+
+    from pyode.cli import main
+
+    assert main(["demo", "latent-ode", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["iterations"] == 3 and metrics["train_sequences"] == 16
+    for model in ("latent_ode", "rnn"):
+        assert 0 < metrics[model]["extrapolation_rmse"] < 50
+    for name in ("latent_ode.png", "loss.png", "model.pt"):
+        assert (tmp_path / name).stat().st_size > 0, name
