@@ -69,7 +69,7 @@ def test_analytic_jacobian_equals_autodiff(name, zeros, kind):
     assert J.shape == ref.shape == (4, mech.n_species + 1, mech.n_species + 1)
     scale = ref.abs().amax(-1, keepdim=True)                               # per row
     err = ((J - ref).abs() / scale.clamp(min=1e-300)).max()
-    assert float(err) < 1e-12, float(err)
+    assert float(err.detach()) < 1e-12, float(err.detach())
     assert torch.equal(prob.tgrad(u, mech, 0.0), torch.zeros_like(u))
 
 

@@ -113,6 +113,7 @@ class Mechanism(torch.nn.Module):
             self.register_buffer("_falloff_" + name, value)
         self._cache_key, self._cache = None, None
         self._pattern = None
+        self._triplets = None
         self.ln_A0 = torch.nn.Parameter(low[:, 0].to(dtype).clone())
         self.b0 = torch.nn.Parameter(low[:, 1].to(dtype).clone())
         self.Ea0 = torch.nn.Parameter(low[:, 2].to(dtype).clone())
@@ -435,10 +436,26 @@ class Mechanism(torch.nn.Module):
         coeffs = torch.cat([slots.flatten(-2), gM], -1)
         batch = coeffs.shape[:-1]
         flat = coeffs.reshape(-1, coeffs.shape[-1])
-        # (K², B) from the sparse product, laid out as (B, K, K) once: the batched matrix products and
-        # concatenations that follow copy member by member from a transposed layout
-        out = (self._jacobian_pattern(flat) @ flat.T).T.contiguous()
+        try:
+            # (K², B) from the sparse product, laid out as (B, K, K) once: the batched matrix products
+            # and concatenations that follow copy member by member from a transposed layout
+            out = (self._jacobian_pattern(flat) @ flat.T).T.contiguous()
+        except RuntimeError:
+            # under torch.func transforms (the fused loop's vmap) sparse tensors cannot be batched:
+            # the same sum by a gather and an index_add
+            source, target, weight = self._jacobian_triplets(flat)
+            out = torch.zeros(flat.shape[0], K * K, dtype=flat.dtype, device=flat.device)
+            out = out.index_add(-1, target, flat[:, source] * weight)
         return out.reshape(*batch, K, K)
+
+    def _jacobian_triplets(self, like: torch.Tensor):
+        if self._triplets is None or self._triplets[0].device != like.device:
+            source, target, weight = _rates.sparse_jacobian_pattern(
+                self.net_stoich.double().cpu(), torch.cat([self.fwd_index, self.rev_index], -1).cpu(),
+                self.efficiencies.double().cpu())
+            self._triplets = (source.to(like.device), target.to(like.device), weight.to(like.device))
+        source, target, weight = self._triplets
+        return source, target, weight.to(like.dtype)
 
     def _weight_ratio(self) -> torch.Tensor:
         """``W_k / W_j`` ``(K, K)``."""
