@@ -105,8 +105,8 @@ class _Reactor:
         x = invW / Sc
         # ∂ω̇/∂Y = A diag(ρ/W) + v_w ⊗ (1/W)/S, and dY/dt = ω̇ W/ρ: the ρ of ∂C/∂Y cancels the 1/ρ,
         # so ∂(dY/dt)/∂Y = A ⊙ (W_k / W_j) + v ⊗ (1/W)/S with one matrix operation per member
-        hA = (h_all := (thermo.h_RT if self.kind != "const-volume" else thermo.h_RT - 1))[..., None, :] @ A
-        hA = hA[..., 0, :]
+        h = thermo.h_RT if self.kind != "const-volume" else thermo.h_RT - 1      # h/RT, or u/RT at constant volume
+        hA = (h[..., None, :] @ A)[..., 0, :]
         if self.kind == "const-volume":
             w_P = dq_dlnP @ nu if dq_dlnP is not None else torch.zeros_like(w_T)   # ln P = ln(ρ R T S)
             v_w = w_P
@@ -124,7 +124,6 @@ class _Reactor:
         if self.kind == "isothermal":
             top = torch.zeros_like(u)
         else:
-            h = h_all                                                      # h/RT, or u/RT at constant volume
             cp = (thermo.cp_R * moles).sum(-1) if self.kind == "const-pressure" else (thermo.cp_R * moles).sum(-1) - S
             dcp_dY = (thermo.cp_R if self.kind == "const-pressure" else thermo.cp_R - 1) * invW
             dcp_dT = (thermo.dcp_R * moles).sum(-1)
