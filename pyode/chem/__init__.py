@@ -11,5 +11,7 @@ __all__ = ["Mechanism", "Nasa7", "GAS_CONSTANT"]
 from ._reactor import REACTORS, ignition_delay, mass_fractions, reactor_problem  # noqa: E402
 
 from ._network import ReactionNetwork  # noqa: E402
+from ._cantera_reference import cantera_ignition_delay  # noqa: E402
 
-__all__ += ["reactor_problem", "ignition_delay", "mass_fractions", "REACTORS", "ReactionNetwork"]
+__all__ += ["reactor_problem", "ignition_delay", "mass_fractions", "REACTORS", "ReactionNetwork",
+            "cantera_ignition_delay"]

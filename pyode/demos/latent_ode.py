@@ -38,6 +38,8 @@ N_TOTAL, N_SAMPLE, N_OBSERVED, NOISE = 1000, 100, 50, 0.3
 N_TRAIN, N_TEST = 400, 100
 ITERATIONS, SMOKE_ITERATIONS, LR = 1000, 3, 0.01
 LATENT, HIDDEN, RNN_HIDDEN = 4, 20, 25
+#: the KL term's weight grows linearly from 0 to 1 over this fraction of the iterations
+KL_WARMUP = 0.0
 
 
 def spirals(n: int, generator: torch.Generator):
@@ -125,8 +127,11 @@ def run(iterations: int = None, seed: int = 0, out: str = "pyode-demo/latent-ode
                                                  nn.Tanh(), nn.Linear(HIDDEN, LATENT)))
         encoder_mask = seen[None, :].expand(n_train, N_SAMPLE)
 
+        warmup = KL_WARMUP * iterations
+
         def latent_loss(m, epoch):
-            return -m.elbo(noisy, t, encoder_mask=encoder_mask).mean() / N_SAMPLE
+            kl_weight = min(1.0, epoch / warmup) if warmup > 0 else 1.0
+            return -m.elbo(noisy, t, encoder_mask=encoder_mask, kl_weight=kl_weight).mean() / N_SAMPLE
 
         t0 = time.perf_counter()
         def cosine(opt):

@@ -99,20 +99,25 @@ def load(seed: int):
     return X[train], y[train], X[test], y[test]
 
 
-def train(model: nn.Module, data, epochs: int, seed: int) -> float:
-    """Train with the demo's recipe; the held-out accuracy."""
+def train(model: nn.Module, data, epochs: int, seed: int, desc: str = "", progress: bool = True) -> float:
+    """Train with the demo's recipe (a tqdm bar over epochs, showing the last loss); the held-out
+    accuracy."""
+    from tqdm.auto import tqdm
+
     X, y, X_test, y_test = data
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     steps = epochs * math.ceil(len(y) / BATCH)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(epochs):
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
+    for _ in bar:
         for batch in torch.randperm(len(y), generator=g).split(BATCH):
             loss = nn.functional.cross_entropy(model(X[batch]), y[batch], label_smoothing=LABEL_SMOOTHING)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
+        bar.set_postfix(loss=f"{float(loss):.3f}")
     with torch.no_grad():
         return float((model(X_test).argmax(-1) == y_test).float().mean())
 
@@ -124,13 +129,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="pyode-demo/odenet-digits", help="output folder (default: %(default)s)")
     parser.add_argument("--smoke", action="store_true", help="one epoch and one ResNet, to check the pipeline")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def main(args) -> int:
-    return run(epochs=args.epochs, seed=args.seed, out=args.out, smoke=args.smoke)
+    return run(epochs=args.epochs, seed=args.seed, out=args.out, smoke=args.smoke, progress=args.progress)
 
 
-def run(epochs: int = None, seed: int = 0, out: str = "pyode-demo/odenet-digits", smoke: bool = False) -> int:
+def run(epochs: int = None, seed: int = 0, out: str = "pyode-demo/odenet-digits", smoke: bool = False,
+        progress: bool = True) -> int:
     from .. import plot
 
     with one_thread():
@@ -142,7 +149,7 @@ def run(epochs: int = None, seed: int = 0, out: str = "pyode-demo/odenet-digits"
         torch.manual_seed(seed)
         net = odenet()
         t0 = time.perf_counter()
-        acc = train(net, data, epochs, seed)
+        acc = train(net, data, epochs, seed, "ODE-Net", progress)
         ode_seconds = time.perf_counter() - t0
         from ..nn import ODEBlock
 
@@ -157,7 +164,7 @@ def run(epochs: int = None, seed: int = 0, out: str = "pyode-demo/odenet-digits"
             torch.manual_seed(seed)
             model = resnet(depth)
             t0 = time.perf_counter()
-            r_acc = train(model, data, epochs, seed)
+            r_acc = train(model, data, epochs, seed, f"ResNet-{depth}", progress)
             rows.append({"blocks": depth, "parameters": sum(p.numel() for p in model.parameters()),
                          "test_accuracy": r_acc, "seconds": time.perf_counter() - t0})
             print(f"ResNet, {depth} block(s): {rows[-1]['parameters']} parameters, held-out accuracy {r_acc:.2%}")

@@ -160,6 +160,10 @@ def integrate(f_user: Callable, u0: torch.Tensor, p, make_stepper: Callable[...,
               opts: SolveOptions, batch_shape: torch.Size) -> RawSolution:
     """Integrate; ``make_stepper(rhs)`` builds the method's stepper around the counting flat RHS."""
     loop = Loop(f_user, u0, p, make_stepper, opts, batch_shape)
+    from ._bdf_scalar import ScalarBDFLoop, scalar_bdf_applies
+
+    if scalar_bdf_applies(loop):
+        loop = ScalarBDFLoop.adopt(loop)
     loop.begin(u0)
     while not loop.all_done:
         loop.iterate()
