@@ -105,17 +105,24 @@ class LatentODE(nn.Module):
 
     def encode(self, x: torch.Tensor, t: Sequence[float], mask: Optional[torch.Tensor] = None):
         """``(μ, log σ²)`` of ``q(z0 | x)``, each ``(B, latent_dim)``: the GRU reads the observations from
-        the last to the first; a member's state changes only where it has an observation."""
+        the last to the first, each with the time to the member's next observation; a member's state
+        changes only where it has an observation."""
         t, mask = self._check(x, t, mask)
         B, T, _ = x.shape
         h = x.new_zeros(B, self.hidden)
+        tx = t.to(x.dtype)
+        # each member's gap is to its own next observation (0 for the last one it has)
+        t_next = x.new_full((B,), float("nan"))
         for i in range(T - 1, -1, -1):
-            gap = float(t[i + 1] - t[i]) if i + 1 < T else 0.0
-            if self.hidden_dynamics is not None and gap > 0:
+            step = float(t[i + 1] - t[i]) if i + 1 < T else 0.0
+            if self.hidden_dynamics is not None and step > 0:
                 # ODE-RNN: evolve the state backwards over the gap (time reversed: ds = -dt)
-                h = self._solve(self.hidden_dynamics, h, torch.tensor([0.0, gap], dtype=torch.float64))[-1]
-            inp = torch.cat([x[:, i], x.new_full((B, 1), gap)], -1)
-            h = torch.where(mask[:, i, None], self.gru(inp, h), h)
+                h = self._solve(self.hidden_dynamics, h, torch.tensor([0.0, step], dtype=torch.float64))[-1]
+            gap = torch.nan_to_num(t_next - tx[i], nan=0.0)
+            inp = torch.cat([x[:, i], gap[:, None]], -1)
+            seen = mask[:, i]
+            h = torch.where(seen[:, None], self.gru(inp, h), h)
+            t_next = torch.where(seen, tx[i], t_next)
         q = self.to_q(h)
         return q[:, :self.latent_dim], q[:, self.latent_dim:]
 

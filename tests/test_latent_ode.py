@@ -61,6 +61,28 @@ def test_elbo_is_likelihood_minus_kl_and_ignores_masked_entries():
 
 
 @pytest.mark.parametrize("encoder", ["rnn", "ode-rnn"])
+def test_the_encoder_reads_a_masked_grid_as_the_observed_points_alone(encoder):
+    # A member observed at some grid points encodes as the sequence of those points on their own
+    # times: the GRU sees the time to each member's next observation, not the grid spacing (and the
+    # ODE-RNN's state flows across the unobserved grid points as across one gap; both members are
+    # observed at the first and last grid points, where the ODE-RNN also starts and ends).
+    model = _model(encoder=encoder, reltol=1e-11, abstol=1e-13)
+    x, t = _data(B=2, T=9)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[0, [0, 3, 4, 8]] = True
+    mask[1, [0, 2, 5, 6, 8]] = True
+    mu, logvar = model.encode(x, t, mask)
+    tol = 1e-12 if encoder == "rnn" else 1e-8
+    for b in range(2):
+        keep = mask[b].nonzero()[:, 0]
+        mu_b, logvar_b = model.encode(x[b:b + 1, keep], t[keep])
+        torch.testing.assert_close(mu[b], mu_b[0], rtol=tol, atol=tol)
+        torch.testing.assert_close(logvar[b], logvar_b[0], rtol=tol, atol=tol)
+    grid = model.encode(x[:1], t)[0]                 # every point observed: another encoding
+    assert float((grid[0] - mu[0]).abs().max().detach()) > 1e-3
+
+
+@pytest.mark.parametrize("encoder", ["rnn", "ode-rnn"])
 def test_gradients_reach_encoder_dynamics_and_decoder(encoder):
     model = _model(encoder=encoder, reltol=1e-10, abstol=1e-12)
     x, t = _data()
