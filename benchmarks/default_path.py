@@ -9,9 +9,11 @@ Usage::
 Cases (float64, CPU): Lotka-Volterra with Tsit5 and 100 outputs, forward only and with the gradient
 in ``p``; Robertson to 1e5 with Rodas5P (analytic Jacobian) and 20 log-spaced outputs, forward only
 and with the gradient in ``k``; a 2-50-2 tanh MLP on ``y**3`` (the spiral's network) for a batch
-of 16 states, 10 outputs, with the gradient in its weights. Each row: the median of ``--repeats``
-timed calls after one warm-up call, the path the default took (``fused`` or ``reference``) and
-the ratio of the two times.
+of 16 states, 10 outputs, with the gradient in its weights; Robertson with FBDF, forward and with
+the gradient, and GRI-Mech 3.0's CH4/air ignition delay (when Cantera is installed), where the
+default is the BDF loop on Python numbers (``scalar``) and the reference is ``BDFStepper`` in the
+batched loop. Each row: the median of ``--repeats`` timed calls after one warm-up call, the path the
+default took (``fused``, ``scalar`` or ``reference``) and the ratio of the two times.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ def main(argv=None) -> int:
     import torch
 
     import pyode
+    import pyode.native._bdf_scalar as bdf_scalar
     import pyode.native._fused as fused
     from pyode.problems import lotka_volterra, robertson
 
@@ -57,11 +60,11 @@ def main(argv=None) -> int:
                 (sol.u ** 2).sum().backward()
         return run
 
-    def rober(grad):
+    def rober(grad, alg=pyode.Rodas5P()):
         def run(**kw):
             r = robertson()
             k = r.p.clone().requires_grad_(grad)
-            sol = pyode.solve(pyode.ODEProblem(r.f, r.u0, (0.0, 1e5), k, jac=r.jac), pyode.Rodas5P(), reltol=1e-6,
+            sol = pyode.solve(pyode.ODEProblem(r.f, r.u0, (0.0, 1e5), k, jac=r.jac), alg, reltol=1e-6,
                               abstol=1e-10, saveat=torch.logspace(-4, 5, 20, dtype=F64), **kw)
             if grad:
                 (sol.u[:, 1] * 1e4 + sol.u[:, 0]).sum().backward()
@@ -80,7 +83,30 @@ def main(argv=None) -> int:
              ("Lotka-Volterra, Tsit5, 100 outputs, gradient in p", lv(True)),
              ("Robertson to 1e5, Rodas5P, 20 outputs, forward", rober(False)),
              ("Robertson to 1e5, Rodas5P, 20 outputs, gradient in k", rober(True)),
-             ("2-50-2 MLP on y^3, batch 16, 10 outputs, gradient", mlp_batch)]
+             ("2-50-2 MLP on y^3, batch 16, 10 outputs, gradient", mlp_batch),
+             ("Robertson to 1e5, FBDF, 20 outputs, forward", rober(False, pyode.FBDF())),
+             ("Robertson to 1e5, FBDF, 20 outputs, gradient in k", rober(True, pyode.FBDF()))]
+    try:
+        import cantera as ct
+
+        from pyode.chem import Mechanism, ignition_delay
+
+        gri = Mechanism.from_cantera("gri30.yaml")
+
+        def gri_ignition(**kw):
+            with torch.no_grad():
+                ignition_delay(gri, 1200.0, ct.one_atm, {"CH4": 1.0, "O2": 2.0, "N2": 7.52}, 0.1)
+        cases.append(("GRI-Mech CH4/air ignition delay (FBDF), forward", gri_ignition))
+    except ImportError:
+        print("(Cantera is not installed: no ignition-delay row)")
+    real_scalar = bdf_scalar.ScalarBDFLoop.adopt
+
+    def scalar_spy(loop):
+        taken.append("scalar")
+        return real_scalar(loop)
+
+    bdf_scalar.ScalarBDFLoop.adopt = scalar_spy
+    applies = bdf_scalar.scalar_bdf_applies
 
     def median_ms(fn, **kw):
         fn(**kw)
@@ -94,10 +120,12 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); medians of {args.repeats} calls")
     print(f"{'case':55s} {'reference ms':>13s} {'default ms':>11s} {'path':>10s} {'speed-up':>9s}")
     for name, fn in cases:
+        bdf_scalar.scalar_bdf_applies = lambda loop: False          # the reference: BDFStepper in the loop
         ref = median_ms(fn, compile=False)
+        bdf_scalar.scalar_bdf_applies = applies
         taken.clear()
         default = median_ms(fn)
-        path = "fused" if taken else "reference"
+        path = taken[0] if taken else "reference"
         print(f"{name:55s} {ref:13.1f} {default:11.1f} {path:>10s} {ref / default:9.2f}", flush=True)
     return 0
 
