@@ -286,6 +286,19 @@ def test_reactors_match_canteras(kind):
         reactor_problem(mech, 1000.0, ct.one_atm, H2_AIR, (0.0, 1e-3), "batch")
 
 
+def test_canteras_reference_delay_takes_files_multipliers_and_restores_them():
+    from pyode.chem import cantera_ignition_delay
+
+    gas = ct.Solution("h2o2.yaml")
+    i = gas.reaction_equations().index("H + O2 <=> O + OH")
+    base = cantera_ignition_delay(gas, 1000.0, ct.one_atm, H2_AIR, rtol=1e-8)
+    faster = cantera_ignition_delay(gas, 1000.0, ct.one_atm, H2_AIR, rtol=1e-8, multiplier=(i, 1.1))
+    assert gas.multiplier(i) == 1.0                              # restored
+    assert faster < 0.9 * base                                   # chain branching: d ln tau / d ln k = -2.2
+    assert cantera_ignition_delay("h2o2.yaml", 1000.0, ct.one_atm, H2_AIR, rtol=1e-8) == pytest.approx(base, rel=1e-12)
+    assert base == pytest.approx(cantera_ignition(1000.0, ct.one_atm, H2_AIR), rel=1e-6)   # bisected reference
+
+
 def test_ignition_delay_and_its_sensitivities_match_cantera():
     from pyode.chem import ignition_delay
 
