@@ -117,7 +117,7 @@ def train(model: nn.Module, data, epochs: int, seed: int, desc: str = "", progre
             loss.backward()
             opt.step()
             sched.step()
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     with torch.no_grad():
         return float((model(X_test).argmax(-1) == y_test).float().mean())
 
