@@ -16,12 +16,13 @@ Two models (``--model``; ``auto`` picks by looking at the data, and says why):
   window starts with the first quarter of the times and grows to all of them over the first third
   of the epochs (single shooting over the whole span from the start traps oscillations in local
   minima); the learning rate then decays, and the parameters with the lowest loss over the whole
-  span are kept.
+  span are kept. L-BFGS then minimises the scaled mean squared error over the whole span
+  (``--lbfgs`` steps, DiffEqFlux's ADAM-then-BFGS), kept when it also lowers the scaled MAE.
 
 Every K-th time can be held out (``--holdout K``) and is then reported separately. The folder
 receives ``model.pt`` (the state dict), ``model.json`` (what :func:`load_model` needs to rebuild
 the module), ``metrics.json``, ``history.json``, ``fit.png``, ``loss.png`` and, for ``mlp``,
-``checkpoint.pt``.
+``checkpoint.pt`` (and ``checkpoint_lbfgs.pt``).
 
 Solver and sensitivity names are resolved to pyode objects here, at the edge, from
 :data:`ALGORITHMS` and :data:`SENSEALGS`; nothing past this module sees a string.
@@ -103,6 +104,16 @@ def _holdout(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--lbfgs must be a non-negative integer (0: no L-BFGS stage); got {text!r}")
+    return value
+
+
 def _weights(text: str) -> List[float]:
     try:
         values = [float(c) for c in text.split(",")]
@@ -155,6 +166,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=positive_float("--lr"), default=3e-2,
                         help="Adam's learning rate while the fitted window grows, then decayed to 1/100 of it "
                              "(default: %(default)s)")
+    parser.add_argument("--lbfgs", type=_non_negative_int, default=20, metavar="N",
+                        help="mlp: L-BFGS steps (up to 20 loss evaluations each) on the scaled mean squared error over "
+                             "the whole span after the Adam epochs, 0 for none (default: %(default)s)")
     parser.add_argument("--holdout", type=_holdout, default=None, metavar="K",
                         help="hold out every K-th time (K >= 2) and report the error there (default: none)")
     parser.add_argument("--reltol", type=positive_float("--reltol"), default=1e-6,
@@ -351,6 +365,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         model, history, spec, extra, u0 = _train_network(args, series, train, alg, solve_kwargs)
         written = ["model.pt", "model.json", "metrics.json", "history.json", "fit.png", "loss.png", "checkpoint.pt"]
+        if extra["lbfgs"] is not None:
+            written.append("checkpoint_lbfgs.pt")
     history.save(os.path.join(args.out, "history.json"))
     torch.save(model.state_dict(), os.path.join(args.out, "model.pt"))
     with open(os.path.join(args.out, "model.json"), "w", encoding="utf-8") as fh:
@@ -525,7 +541,7 @@ def _train_network(args, series, train, alg, solve_kwargs):
     try:
         history = fit(model, loss_fn, epochs=args.epochs, optimizer="adam", lr=args.lr,
                       scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_factor),
-                      clip_grad_norm=10.0,
+                      clip_grad_norm=10.0, backtrack=5,
                       # no stopping, but the parameters with the lowest loss over the whole span are kept
                       early_stopping=EarlyStopping(patience=args.epochs + 1, monitor="full_span_loss",
                                                    restore_best=True),
@@ -545,18 +561,62 @@ def _train_network(args, series, train, alg, solve_kwargs):
         if args.resume and "checkpoint" in str(err):
             raise _Failure(f"cannot resume: {err}", 2) from None
         raise
-    train_seconds = time.perf_counter() - train_start
     full_span = [r for r in history.records if math.isfinite(r.get("full_span_loss", math.nan))]
     best = min(full_span, key=lambda r: r["full_span_loss"]) if full_span else None
     kept = (f"loss {best['full_span_loss']:.4g} over the whole span (the kept parameters, epoch {best['epoch']})"
             if best else "the window had not reached the whole span yet (more --epochs)")
+    polish_note, polish_metrics = "", None
+    if args.lbfgs and best is not None:
+        history, polish_note, polish_metrics = _polish(args, model, node, u0, u_train, yscale, history)
+    train_seconds = time.perf_counter() - train_start
     extra = {"sensealg": args.sensealg, "epochs_run": len(history), "best_epoch": best["epoch"] if best else None,
              "final_loss": history[-1]["loss"] if len(history) else None,
-             "best_loss": best["full_span_loss"] if best else None, "train_seconds": train_seconds,
+             "best_loss": best["full_span_loss"] if best else None, "lbfgs": polish_metrics,
+             "train_seconds": train_seconds,
              "mean_steps_per_epoch": (sum(r["steps"] for r in history.records if "steps" in r) / len(history)
                                       if len(history) else None),
-             "summary": f"{len(history)} epochs, {kept}; {train_seconds:.1f} s training"}
+             "summary": f"{len(history)} epochs, {kept}{polish_note}; {train_seconds:.1f} s training"}
     return model, history, spec, extra, series.u[0]
+
+
+def _polish(args, model, node, u0, u_train, yscale, history):
+    """L-BFGS on the scaled mean squared error over the whole span (DiffEqFlux's ADAM-then-BFGS):
+    where Adam's steps on the scaled MAE stall, it goes on to the minimum (measured on the Robertson
+    demo: Kim et al.'s network from a held-out B error of 2.38 % to 0.76 % in ten steps)."""
+    from .train import History, polish_lbfgs
+
+    def mse_fn(m, epoch):
+        sol = node(u0)
+        r = (sol.u - u_train) / yscale
+        return r.square().mean(), {"full_span_loss": float(r.detach().abs().mean()), "steps": int(sol.stats.naccept)}
+
+    print(f"L-BFGS on the scaled mean squared error over the whole span, {args.lbfgs} steps")
+    adam = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        before = mse_fn(model, None)[1]["full_span_loss"]
+    try:
+        polish, stopped = polish_lbfgs(model, mse_fn, steps=args.lbfgs,
+                                       checkpoint=os.path.join(args.out, "checkpoint_lbfgs.pt"), resume=args.resume,
+                                       progress=args.progress)
+    except KeyboardInterrupt:
+        path = os.path.join(args.out, "checkpoint_lbfgs.pt")
+        raise _Failure(f"interrupted in the L-BFGS stage. {_checkpoint_note(path)}", 130) from None
+    with torch.no_grad():
+        final = mse_fn(model, None)[1]["full_span_loss"]
+    if stopped is not None:
+        print(f"L-BFGS stopped after {len(polish)} steps ({stopped})")
+    kept = final <= before
+    if not kept:
+        # lower squared error, higher absolute error: the loss the Adam stage chose by decides
+        model.load_state_dict(adam)
+        print(f"L-BFGS raised the scaled MAE from {before:.4g} to {final:.4g}; kept the Adam result")
+    # one loss curve: the whole-span scaled MAE after the Adam epochs
+    merged = History(history.records + [{"epoch": len(history) + i, "loss": r["full_span_loss"],
+                                         "seconds": r["seconds"], "grad_norm": r["grad_norm"], "lr": r["lr"],
+                                         "full_span_loss": r["full_span_loss"], "points": len(u_train),
+                                         "steps": r["steps"]} for i, r in enumerate(polish.records)])
+    note = f"; then {len(polish)} L-BFGS steps: loss {final:.4g}" + ("" if kept else " (not kept)")
+    return merged, note, {"steps": len(polish), "stopped": stopped, "final_loss": final, "kept": kept}
 
 
 def _checkpoint_note(path: str) -> str:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ._retcode import SolveError
 
-__all__ = ["fit", "History", "EarlyStopping", "Callback", "NonFiniteError", "load_checkpoint"]
+__all__ = ["fit", "polish_lbfgs", "History", "EarlyStopping", "Callback", "NonFiniteError", "load_checkpoint"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -738,3 +738,48 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int], Any], 
     if early_stopping is not None and early_stopping.restore_best and es_state["best_params"] is not None:
         model.load_state_dict(es_state["best_params"])
     return history
+
+
+class _LastCompleted:
+    """Keeps the parameters after each completed epoch (for L-BFGS: after a successful line search)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.params = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.history = History()
+
+    def on_epoch_end(self, epoch: int, history: History) -> None:
+        self.params = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.history = History(history.records)
+
+
+def polish_lbfgs(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int], Any], *, steps: int,
+                 max_iter: int = 20, history_size: int = 50, backtrack: int = 3,
+                 checkpoint: Optional[PathLike] = None, resume: bool = False, progress: bool = True,
+                 log_every: Optional[int] = None) -> Tuple[History, Optional[str]]:
+    """L-BFGS with a strong-Wolfe line search, to finish what a first-order optimizer started
+    (DiffEqFlux's ADAM-then-BFGS recipe): ``steps`` epochs of up to ``max_iter`` loss evaluations.
+
+    Far from a minimum, a line search of a neural ODE can try parameters whose model cannot be
+    solved. Such a step is taken back and retried at half the step length (``backtrack`` times in
+    a row, see :func:`fit`); when that is not enough, the parameters after the last completed step
+    are restored (each completed step lowered the loss) and the reason is returned, not raised.
+
+    Returns:
+        ``(history, stopped)``: the :class:`History` of the completed steps, and ``None`` when all
+        ``steps`` ran, else a one-line reason why the polish stopped early.
+    """
+    steps = _positive_int("steps", steps, "Pass the number of L-BFGS steps, e.g. steps=40")
+    max_iter = _positive_int("max_iter", max_iter, "Pass the loss evaluations per step, e.g. max_iter=20")
+    history_size = _positive_int("history_size", history_size, "Pass the L-BFGS memory, e.g. history_size=50")
+    last = _LastCompleted(model)
+    try:
+        history = fit(model, loss_fn, epochs=steps,
+                      optimizer=lambda ps: torch.optim.LBFGS(ps, lr=1.0, max_iter=max_iter, history_size=history_size,
+                                                             line_search_fn="strong_wolfe"),
+                      checkpoint=checkpoint, checkpoint_every=1, resume=resume, progress=progress,
+                      log_every=log_every, backtrack=backtrack, callbacks=[last])
+    except (SolveError, NonFiniteError) as err:
+        model.load_state_dict(last.params)
+        return last.history, _first_line(err)
+    return history, None

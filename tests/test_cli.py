@@ -57,11 +57,22 @@ def test_robertson_demo_smoke(tmp_path):
 
 
 def test_robertson_demo_mlp_smoke(tmp_path):
-    # Kim et al.'s network: three AdamW epochs and one L-BFGS step, one loss curve over both
+    # Kim et al.'s network: two initialisations scouted for one epoch, the lower one trained on to
+    # three AdamW epochs, then one L-BFGS step; one loss curve over both stages
     assert main(["demo", "robertson", "--model", "mlp", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["model"] == "mlp" and metrics["epochs_run"] == 4 and not metrics["target_reached"]
-    for name in ("robertson.png", "loss.png", "model.pt", "checkpoint.pt", "checkpoint_lbfgs.pt"):
+    scouted = metrics["initialisations"]
+    assert scouted["scout_epochs"] == 1 and len(scouted["scores"]) == 2
+    assert scouted["scores"][0] != scouted["scores"][1]                 # two different initialisations
+    assert scouted["chosen"] == min(range(2), key=scouted["scores"].__getitem__)
+    # the AdamW run went on from the chosen scout: its first epoch is the scout's
+    chosen = torch.load(tmp_path / f"checkpoint_start{scouted['chosen']}.pt", weights_only=False)
+    continued = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert chosen["history"] == continued["history"][:1] and len(continued["history"]) == 3
+    assert chosen["history"][0]["loss"] == scouted["scores"][scouted["chosen"]]
+    for name in ("robertson.png", "loss.png", "model.pt", "checkpoint.pt", "checkpoint_lbfgs.pt",
+                 "checkpoint_start0.pt", "checkpoint_start1.pt"):
         assert (tmp_path / name).stat().st_size > 0, name
 
 

@@ -29,9 +29,9 @@ def data_csv(tmp_path_factory):
     return path
 
 
-def _fit(csv, out, *extra):
+def _fit(csv, out, *extra, lbfgs=0):
     return main(["fit", str(csv), "--model", "mlp", "--alg", "tsit5", "--width", "8", "--depth", "1", "--no-progress",
-                 "--out", str(out), *extra])
+                 "--lbfgs", str(lbfgs), "--out", str(out), *extra])
 
 
 def _history(out):
@@ -60,6 +60,20 @@ def test_fit_reduces_the_loss_and_writes_every_file(data_csv, tmp_path, capsys):
     u = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
     assert model(u).shape == (1, 2)
     assert "held-out" in capsys.readouterr().out
+
+
+def test_lbfgs_stage_lowers_the_whole_span_loss_below_adams_best(data_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _fit(data_csv, out, "--epochs", "30", "--lr", "0.1", lbfgs=5) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    records = _history(out)
+    assert len(records) == 30 + metrics["lbfgs"]["steps"] and metrics["lbfgs"]["steps"] == 5
+    assert metrics["lbfgs"]["stopped"] is None and metrics["lbfgs"]["kept"]
+    # L-BFGS minimises the mean squared error; the mean absolute error it reports falls too
+    assert metrics["lbfgs"]["final_loss"] < metrics["best_loss"] / 3
+    assert records[-1]["full_span_loss"] < metrics["best_loss"]
+    assert "5 L-BFGS steps: loss" in capsys.readouterr().out
+    assert (out / "checkpoint_lbfgs.pt").exists()
 
 
 def test_resume_continues_from_the_checkpoint(data_csv, tmp_path, capsys):
@@ -112,6 +126,7 @@ def test_missing_file_and_missing_column(data_csv, tmp_path, capsys):
     (["--sensealg", "adjoint"], "unknown sensitivity algorithm 'adjoint'"),
     (["--holdout", "1"], "--holdout must be an integer K >= 2"),
     (["--epochs", "0"], "--epochs must be a positive integer; got 0"),
+    (["--lbfgs", "-1"], "--lbfgs must be a non-negative integer (0: no L-BFGS stage); got '-1'"),
     (["--scaling", "log"], "invalid choice: 'log'"),
     (["--model", "network"], "argument --model: invalid choice: 'network'"),
     (["--weights", "1,x"], "--weights must be comma-separated positive numbers, e.g. 1,2,1; got '1,x'"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyode import plot
-from pyode.train import Callback, EarlyStopping, History, NonFiniteError, fit, load_checkpoint
+from pyode.train import Callback, EarlyStopping, History, NonFiniteError, fit, load_checkpoint, polish_lbfgs
 
 
 class Vector(torch.nn.Module):
@@ -472,3 +472,41 @@ def test_rate_constants_bars_found_beside_reference(tmp_path):
         plot.rate_constants(["a", "b"], [1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match=r"found must hold positive rate constants or None; got \[-1.0\]"):
         plot.rate_constants(["a"], [-1.0])
+
+
+# ---- polish_lbfgs ------------------------------------------------------------------------------
+
+def test_polish_lbfgs_finds_the_minimum_of_rosenbrocks_valley():
+    model = Vector()
+
+    def loss_fn(m, epoch):
+        x, y = m.w[0], m.w[1]
+        return (1 - x) ** 2 + 100 * (y - x * x) ** 2
+
+    history, stopped = polish_lbfgs(model, loss_fn, steps=10, progress=False)
+    assert stopped is None and len(history) == 10
+    assert torch.allclose(model.w.detach(), torch.ones(2, dtype=torch.float64), atol=1e-8)
+
+
+def test_polish_lbfgs_keeps_its_last_completed_step_when_it_cannot_go_on(capsys):
+    # the minimum (w0 = 3) lies beyond a wall where the loss is NaN (w0 > 1.5): L-BFGS makes progress
+    # up to the wall, then every trial step crosses it
+    def loss_fn(m, epoch):
+        w0 = m.w[0]
+        return 0.5 * (w0 - 3.0) ** 2 if float(w0.detach()) <= 1.5 else w0 * float("nan")
+
+    model = Vector()
+    history, stopped = polish_lbfgs(model, loss_fn, steps=20, max_iter=1, backtrack=2, progress=False)
+    assert stopped is not None and "the loss is nan" in stopped
+    assert 1 <= len(history) < 20
+    w0 = float(model.w[0].detach())
+    assert 0.9 <= w0 <= 1.5                                   # progress kept, not the start (0) nor past the wall
+    assert [r["loss"] for r in history] == sorted((r["loss"] for r in history), reverse=True)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"steps": 0}, "steps must be a positive integer"),
+                                           ({"steps": 3, "max_iter": 0}, "max_iter must be a positive integer"),
+                                           ({"steps": 3, "history_size": -1}, "history_size must be")])
+def test_polish_lbfgs_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        polish_lbfgs(Vector(), lambda m, e: m.w.sum(), progress=False, **kwargs)
