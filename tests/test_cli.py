@@ -57,23 +57,56 @@ def test_robertson_demo_smoke(tmp_path):
 
 
 def test_robertson_demo_mlp_smoke(tmp_path):
-    # Kim et al.'s network: two initialisations scouted for one epoch, the lower one trained on to
-    # three AdamW epochs, then one L-BFGS step; one loss curve over both stages
+    # Kim et al.'s network: three initialisations scouted for one epoch, the two lower ones trained
+    # on to three AdamW epochs and one L-BFGS step (neither fits the data, so both), the one whose
+    # tight solve is closer to the training data kept
     assert main(["demo", "robertson", "--model", "mlp", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["model"] == "mlp" and metrics["epochs_run"] == 4 and not metrics["target_reached"]
-    scouted = metrics["initialisations"]
-    assert scouted["scout_epochs"] == 1 and len(scouted["scores"]) == 2
-    assert scouted["scores"][0] != scouted["scores"][1]                 # two different initialisations
-    assert scouted["chosen"] == min(range(2), key=scouted["scores"].__getitem__)
-    # the AdamW run went on from the chosen scout: its first epoch is the scout's
-    chosen = torch.load(tmp_path / f"checkpoint_start{scouted['chosen']}.pt", weights_only=False)
-    continued = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert chosen["history"] == continued["history"][:1] and len(continued["history"]) == 3
-    assert chosen["history"][0]["loss"] == scouted["scores"][scouted["chosen"]]
-    for name in ("robertson.png", "loss.png", "model.pt", "checkpoint.pt", "checkpoint_lbfgs.pt",
-                 "checkpoint_start0.pt", "checkpoint_start1.pt"):
+    runs = metrics["initialisations"]
+    assert runs["scout_epochs"] == 1 and len(set(runs["scores"])) == 3          # three different initialisations
+    assert runs["finished"] == sorted(range(3), key=runs["scores"].__getitem__)[:2]
+    errors = {int(k): v for k, v in runs["training_errors"].items()}
+    assert sorted(errors) == sorted(runs["finished"]) and min(errors.values()) > 0.01
+    assert runs["chosen"] == min(errors, key=errors.get)
+    for k in range(3):
+        # each scout's epoch is the first of its run; the two finished went on from it
+        saved = torch.load(tmp_path / f"checkpoint_start{k}.pt", weights_only=False)["history"]
+        assert saved[0]["loss"] == runs["scores"][k]
+        assert len(saved) == (3 if k in runs["finished"] else 1)
+    for name in ("robertson.png", "loss.png", "model.pt", *(f"checkpoint_lbfgs{k}.pt" for k in runs["finished"])):
         assert (tmp_path / name).stat().st_size > 0, name
+    assert not (tmp_path / f"checkpoint_lbfgs{({0, 1, 2} - set(runs['finished'])).pop()}.pt").exists()
+
+
+def test_training_fit_scores_a_model_by_its_tight_solve():
+    import math
+
+    from pyode import Rodas5P
+    from pyode.data import generate_data
+    from pyode.demos.robertson import training_fit
+    from pyode.problems import robertson
+
+    prob = robertson()
+    t = torch.logspace(-5, 5, 30, dtype=torch.float64)
+    u = generate_data(prob, Rodas5P(), t).u
+
+    class Rhs(torch.nn.Module):
+        def __init__(self, f):
+            super().__init__()
+            self.f = f
+
+        def forward(self, x):
+            return self.f(x)
+
+    assert training_fit(Rhs(lambda x: prob.f(x, prob.p, None)), t, u) < 1e-6
+    # the rate of B + C -> A + C off by 10 %: a small error at the training times
+    k = prob.p * torch.tensor([1.0, 1.0, 1.1], dtype=torch.float64)
+    assert 1e-4 < training_fit(Rhs(lambda x: prob.f(x, k, None)), t, u) < 0.1
+    # a trajectory that leaves the data's range between the observations, and one that blows up
+    grow = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    assert training_fit(Rhs(lambda x: 0 * x + grow), t, u) == math.inf
+    assert training_fit(Rhs(lambda x: 1e3 * x * x), t, u) == math.inf
 
 
 def test_robertson_demo_bad_options(capsys):
