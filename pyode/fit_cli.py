@@ -104,7 +104,7 @@ def _holdout(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def _lbfgs_steps(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -166,7 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=positive_float("--lr"), default=3e-2,
                         help="Adam's learning rate while the fitted window grows, then decayed to 1/100 of it "
                              "(default: %(default)s)")
-    parser.add_argument("--lbfgs", type=_non_negative_int, default=20, metavar="N",
+    parser.add_argument("--lbfgs", type=_lbfgs_steps, default=20, metavar="N",
                         help="mlp: L-BFGS steps (up to 20 loss evaluations each) on the scaled mean squared error over "
                              "the whole span after the Adam epochs, 0 for none (default: %(default)s)")
     parser.add_argument("--holdout", type=_holdout, default=None, metavar="K",
