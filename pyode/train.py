@@ -431,8 +431,12 @@ def _describe_checkpoint(checkpoint: Optional[Path], written: Optional[int]) -> 
     return f"the checkpoint {os.fspath(checkpoint)} (after {written} epochs) is intact"
 
 
+def _state_copy(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def _snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()}, copy.deepcopy(opt.state_dict()))
+    return _state_copy(model), copy.deepcopy(opt.state_dict())
 
 
 def _step_back(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, state) -> None:
@@ -745,11 +749,11 @@ class _LastCompleted:
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        self.params = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.params = _state_copy(model)
         self.history = History()
 
     def on_epoch_end(self, epoch: int, history: History) -> None:
-        self.params = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.params = _state_copy(self.model)
         self.history = History(history.records)
 
 
