@@ -117,8 +117,14 @@ def _forward(model, x: torch.Tensor, T: torch.Tensor) -> Tuple[torch.Tensor, tor
         ys = model.yscale.to(x.dtype)
         if model.scale_input:
             x, T = x / ys, T / ys
+        if model.low is not None:
+            # clamped: no tangent across the boundary (torch.clamp's own derivative convention:
+            # an input exactly on the boundary keeps its tangent)
+            low, high = model.low.to(x.dtype), model.high.to(x.dtype)
+            T = T * ((x >= low) & (x <= high)).to(T.dtype).unsqueeze(-2)
+            x = torch.clamp(x, low, high)
         y, T = _forward(model.net, x, T)
-        out_scale = ys / model.tscale
+        out_scale = model.out_scale.to(y.dtype)
         return y * out_scale, T * out_scale
     if isinstance(model, Conserving):
         y, T = _forward(model.model, x, T)

@@ -436,7 +436,7 @@ def save_csv(series: TimeSeries, path: Union[str, os.PathLike], *, time_col: str
 
 
 def estimate_derivatives(t: Any, u: Any, *, log_time: Optional[bool] = None,
-                         smoothing: Union[None, str, float] = None) -> torch.Tensor:
+                         smoothing: Union[None, str, float] = None, values: bool = False):
     """``du/dt`` at the observation times, from a spline through the data (for collocation fits).
 
     The spline is taken in ``s = ln t`` when the times are positive and span more than three
@@ -452,8 +452,13 @@ def estimate_derivatives(t: Any, u: Any, *, log_time: Optional[bool] = None,
             (``scipy.interpolate.make_smoothing_spline`` with that ``lam``, or chosen by
             generalised cross-validation) — for noisy data, whose interpolant's derivative is noise.
 
+        values: also return the spline's values at ``t``: for smoothed data, the states a
+            collocation fit should evaluate its model at, as free of noise as its targets (a stiff
+            species' derivative is a small difference of large rates, which noise in the state
+            shifts by more than the derivative itself).
+
     Returns:
-        ``(T, n)`` float64 derivative estimates.
+        ``(T, n)`` float64 derivative estimates; with ``values``, ``(u_spline, dudt)``.
 
     Raises:
         DataError: for fewer than 4 times, times that do not increase, or ``log_time=True`` with
@@ -478,8 +483,12 @@ def estimate_derivatives(t: Any, u: Any, *, log_time: Optional[bool] = None,
     y = uu.numpy()
     if smoothing is None:
         d = CubicSpline(x, y, bc_type="not-a-knot")(x, 1)
+        v = y
     else:
         lam = None if smoothing == "gcv" else float(smoothing)
-        d = np.stack([make_smoothing_spline(x, y[:, i], lam=lam).derivative()(x) for i in range(y.shape[1])], -1)
+        splines = [make_smoothing_spline(x, y[:, i], lam=lam) for i in range(y.shape[1])]
+        d = np.stack([s.derivative()(x) for s in splines], -1)
+        v = np.stack([s(x) for s in splines], -1)
     dudt = torch.from_numpy(np.ascontiguousarray(d))
-    return dudt / tt[:, None] if log_time else dudt
+    dudt = dudt / tt[:, None] if log_time else dudt
+    return (torch.from_numpy(np.ascontiguousarray(v)).to(torch.float64), dudt) if values else dudt

@@ -3,6 +3,10 @@
 * :func:`scaled_mse`, :func:`scaled_mae`: errors divided by a per-species scale, so that species of
   very different magnitude weigh alike (Kim et al. 2021, "Stiff neural ordinary differential
   equations", Chaos 31, 093122).
+* :func:`collocation_weights`, :func:`collocation_loss`: a right-hand side fitted to derivative
+  estimates without a solve (a warm start), each residual weighted by how far it would move the
+  trajectory, so that fast species in quasi-steady state and slow species over long times count as
+  they do in a solve.
 * :func:`multiple_shooting_loss`: DiffEqFlux's multiple shooting; short windows that each start
   from the data, tied together by a continuity penalty, so the loss landscape of oscillating
   systems loses the local minima of a fit over one long horizon.
@@ -25,7 +29,7 @@ import torch
 from ._problem import ODEProblem
 from ._solve import solve
 
-__all__ = ["scaled_mse", "scaled_mae", "group_ranges", "multiple_shooting_loss", "ConservationLoss",
+__all__ = ["scaled_mse", "scaled_mae", "collocation_weights", "collocation_loss", "group_ranges", "multiple_shooting_loss", "ConservationLoss",
            "AugmentedLagrangian"]
 
 
@@ -99,6 +103,62 @@ def scaled_mae(pred: torch.Tensor, target: torch.Tensor, scale: Any = None) -> t
     its gradient does not shrink as the fit improves, so pair it with a decaying learning rate.
     """
     return _scaled_residual("scaled_mae", pred, target, scale).abs().mean()
+
+
+# ---- collocation ---------------------------------------------------------------------------------
+
+def collocation_weights(model: Callable, t: Any, u: torch.Tensor, scale: Any = None, *, t0: float = 0.0
+                        ) -> torch.Tensor:
+    """Weights ``w_ks = 1 / (scale_s (1/(t_k - t0) + |∂f_s/∂u_s(u_k)|))`` for :func:`collocation_loss`.
+
+    An error ``δ`` in the derivative of species ``s`` at ``u_k`` moves the trajectory by about
+    ``δ τ_ks``, where ``τ_ks`` is the shorter of the time elapsed since ``t0`` (a slow species
+    accumulates the error) and the species' relaxation time ``1 / |∂f_s/∂u_s|`` (a fast species in
+    quasi-steady state is shifted once, by the error over its restoring rate). Weighting by
+    ``τ / scale`` therefore measures a derivative residual in units of the trajectory error it
+    causes. For slow species at log-spaced times this is the usual weight ``t`` (a fit of
+    ``du/d ln t``); for Robertson's B, whose three rates cancel to 1e-3 of their size, it is up to
+    1e4 times smaller, and without it a fit spends its effort on B's derivative and misses A and C.
+
+    Arguments:
+        model: the right-hand side ``model(u)``; its Jacobian's diagonal at ``u`` (detached, from
+            pyode's layer-by-layer Jacobians where the model is built from them, else reverse mode).
+        t: times ``(K,)``; u: states ``(K, n)``; scale: per-species scale (``None``: 1).
+        t0: the time the dynamics start from (every ``t > t0``).
+
+    Returns:
+        ``(K, n)`` weights, detached. Recompute them as the model changes (every few hundred
+        iterations): the relaxation times are the model's own.
+    """
+    tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    if u.ndim != 2 or u.shape[0] != tt.shape[0]:
+        raise ValueError(f"t must be (K,) and u (K, n); got {tuple(tt.shape)} and {tuple(u.shape)}")
+    elapsed = tt - float(t0)
+    if not bool((elapsed > 0).all()):
+        raise ValueError(f"every time must be after t0={float(t0):g}; the first is {float(tt.min()):g}")
+    n = u.shape[-1]
+    sc = torch.ones(n, dtype=u.dtype, device=u.device) if scale is None else \
+        _check_scale("collocation_weights", scale, n, "species", u.dtype, u.device)
+    with torch.no_grad():
+        diag = torch.diagonal(_jacobian(model, u.detach()), dim1=-2, dim2=-1).abs()
+    return (1.0 / (sc * (1.0 / elapsed.to(u.dtype)[:, None] + diag))).detach()
+
+
+def collocation_loss(model: Callable, u: torch.Tensor, dudt: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of ``((model(u) - dudt) · weights)²``: a right-hand side fitted to derivative estimates
+    (e.g. :func:`pyode.data.estimate_derivatives`) with :func:`collocation_weights`, no solve needed."""
+    if dudt.shape != u.shape or weights.shape != u.shape:
+        raise ValueError(f"u, dudt and weights must have the same shape (K, n); got {tuple(u.shape)}, "
+                         f"{tuple(dudt.shape)} and {tuple(weights.shape)}")
+    return ((model(u) - dudt) * weights).square().mean()
+
+
+def _jacobian(model: Callable, u: torch.Tensor) -> torch.Tensor:
+    from ._model_jacobian import supports, value_and_jacobian
+
+    if supports(model):
+        return value_and_jacobian(model, u)[1]
+    return torch.func.vmap(torch.func.jacrev(lambda x: model(x[None])[0]))(u)
 
 
 # ---- multiple shooting ---------------------------------------------------------------------------

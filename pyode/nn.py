@@ -112,10 +112,16 @@ class SpeciesScaling(nn.Module):
         tscale: time scale (a positive number), e.g. ``t1 - t0``.
         scale_input: divide the input by ``yscale`` (default True).
         time_dependent: call ``net(u, t)`` with ``t`` of shape ``u.shape[:-1]`` (scaled by ``tscale``).
+        output_scale: per-species output scale (a number or ``(n,)``, positive) used instead of
+            ``yscale / tscale``: for a correction to known kinetics, the size of the rates it corrects.
+        input_range: ``(low, high)``, each a number or ``(n,)``: the network's (scaled) inputs are
+            clamped to this box, usually the training data's range (:meth:`data_range`). Outside
+            it the network holds its boundary value instead of extrapolating, which a stiff solve
+            can turn into a blow-up; the Jacobian there has no component across the boundary.
     """
 
     def __init__(self, net: nn.Module, yscale: Any, tscale: float = 1.0, *, scale_input: bool = True,
-                 time_dependent: bool = False):
+                 time_dependent: bool = False, output_scale: Any = None, input_range: Any = None):
         super().__init__()
         if not callable(net):
             raise TypeError(f"net must be a module or callable; got {type(net).__name__}")
@@ -128,15 +134,55 @@ class SpeciesScaling(nn.Module):
         self.register_buffer("yscale", ys)
         self.tscale = ts
         self.scale_input, self.time_dependent = scale_input, time_dependent
+        # buffers only when given, so that checkpoints of models without them keep loading
+        self.register_buffer("output_scale", None if output_scale is None else _as_vector("output_scale", output_scale))
+        self.register_buffer("low", None)
+        self.register_buffer("high", None)
+        if input_range is not None:
+            self.low, self.high = _input_range(input_range)
+
+    @staticmethod
+    def data_range(u: torch.Tensor, yscale: Any, scale_input: bool = True):
+        """``(low, high)``: the per-species range of the states ``u`` (``(..., n)``) as the network
+        sees them (divided by ``yscale`` unless ``scale_input`` is off), for ``input_range``."""
+        x = torch.as_tensor(u, dtype=torch.float64).detach().reshape(-1, u.shape[-1])
+        if scale_input:
+            x = x / _as_vector("yscale", yscale)
+        return x.min(0).values, x.max(0).values
+
+    def scaled_input(self, u: torch.Tensor) -> torch.Tensor:
+        """What the network sees of ``u``: divided by ``yscale``, clamped to ``input_range``."""
+        x = u / self.yscale.to(u.dtype) if self.scale_input else u
+        if self.low is not None:
+            x = torch.clamp(x, self.low.to(x.dtype), self.high.to(x.dtype))
+        return x
+
+    @property
+    def out_scale(self) -> torch.Tensor:
+        """The factor on the network's output: ``output_scale``, else ``yscale / tscale``."""
+        return self.yscale / self.tscale if self.output_scale is None else self.output_scale
 
     def forward(self, u: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
-        ys = self.yscale.to(u.dtype)
-        x = u / ys if self.scale_input else u
+        x = self.scaled_input(u)
         if self.time_dependent:
             out = self.net(x, (t / self.tscale).to(u.dtype))
         else:
             out = self.net(x)
-        return out * (ys / self.tscale)
+        return out * self.out_scale.to(out.dtype)
+
+
+def _input_range(value: Any):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"input_range must be a pair (low, high) of numbers or per-species vectors; got {value!r}")
+    low, high = (torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else v, dtype=torch.float64).reshape(-1)
+                 for v in value)
+    if not (bool(torch.isfinite(low).all()) and bool(torch.isfinite(high).all())):
+        raise ValueError(f"input_range must be finite; got low {low.tolist()}, high {high.tolist()}")
+    if low.numel() != high.numel() and 1 not in (low.numel(), high.numel()):
+        raise ValueError(f"input_range's low and high must have the same length; got {low.numel()} and {high.numel()}")
+    if not bool((low <= high).all()):
+        raise ValueError(f"input_range needs low <= high for every species; got low {low.tolist()}, high {high.tolist()}")
+    return low, high
 
 
 class MassActionNetwork(nn.Module):

@@ -1,4 +1,5 @@
-"""Time-series data (``pyode.data``): generation from problems, CSV round trips and every CSV error."""
+"""Time-series data (``pyode.data``): generation from problems, CSV round trips and every CSV error, and
+spline derivative estimates."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 import pyode
 from pyode import problems
-from pyode.data import DataError, TimeSeries, generate_data, load_csv, save_csv
+from pyode.data import DataError, TimeSeries, estimate_derivatives, generate_data, load_csv, save_csv
 
 F64 = torch.float64
 
@@ -324,3 +325,51 @@ def test_decreasing_times_must_increase(tmp_path):
 def test_fewer_than_two_rows(tmp_path):
     _load_error(tmp_path, "t,x\n0,1\n", "1 data row after the header; at least 2 times are needed")
     _load_error(tmp_path, "t,x\n", "0 data rows after the header")
+
+
+# ---- derivative estimates -------------------------------------------------------------------------
+
+def _exponential(t):
+    """u = (exp(-t / 10), 1 - exp(-t / 10)) and its derivative."""
+    e = torch.exp(-t / 10.0)
+    return torch.stack([e, 1 - e], -1), torch.stack([-e / 10.0, e / 10.0], -1)
+
+
+def test_interpolating_derivatives_converge_at_third_order_in_linear_and_log_time():
+    errors = []
+    for T in (20, 40, 80):
+        t = torch.linspace(0.0, 30.0, T, dtype=F64)
+        u, du = _exponential(t)
+        errors.append(float((estimate_derivatives(t, u) - du).abs().max()))
+    orders = [torch.log2(torch.tensor(a / b)).item() for a, b in zip(errors, errors[1:])]
+    assert min(orders) > 2.7, (errors, orders)          # not-a-knot cubic: O(h^3) at the ends
+    # log-spaced times over 6 decades: the spline in ln t, derivatives back in t
+    t = torch.logspace(-3, 3, 60, dtype=F64)
+    u, du = _exponential(t)
+    d = estimate_derivatives(t, u)
+    assert float(((d - du).abs() * t[:, None]).max()) < 5e-4      # du/d ln t accurate (measured 5.4e-5)
+    v, d2 = estimate_derivatives(t, u, values=True)
+    torch.testing.assert_close(v, u, rtol=0, atol=0)     # interpolation: the data themselves
+    torch.testing.assert_close(d2, d, rtol=0, atol=0)
+
+
+def test_smoothing_spline_values_are_closer_to_the_truth_than_the_noisy_data():
+    t = torch.linspace(0.0, 30.0, 60, dtype=F64)
+    u, du = _exponential(t)
+    noisy = u + 0.01 * torch.randn(u.shape, generator=torch.Generator().manual_seed(0), dtype=F64)
+    v, d = estimate_derivatives(t, noisy, smoothing="gcv", values=True)
+    assert v.shape == u.shape and d.shape == u.shape
+    rms = lambda x: float(x.square().mean().sqrt())
+    assert rms(v - u) < 0.7 * rms(noisy - u)              # measured 0.52
+    # the interpolant's derivative follows the noise; the smoothing spline's does not
+    assert rms(d - du) < 0.25 * rms(estimate_derivatives(t, noisy) - du)      # measured 0.12
+
+
+def test_derivative_estimates_reject_bad_times():
+    u = torch.ones(5, 2, dtype=F64)
+    with pytest.raises(DataError, match="at least 4 times; got 3"):
+        estimate_derivatives(torch.arange(3.0), u[:3])
+    with pytest.raises(DataError, match="t must strictly increase"):
+        estimate_derivatives(torch.tensor([0.0, 1.0, 1.0, 2.0, 3.0]), u)
+    with pytest.raises(DataError, match="log_time=True needs positive times"):
+        estimate_derivatives(torch.arange(5.0), u, log_time=True)

@@ -7,8 +7,8 @@ import torch
 import pyode
 from pyode import problems
 from pyode.data import generate_data
-from pyode.losses import (AugmentedLagrangian, ConservationLoss, group_ranges, multiple_shooting_loss, scaled_mae,
-                          scaled_mse)
+from pyode.losses import (AugmentedLagrangian, ConservationLoss, collocation_loss, collocation_weights, group_ranges,
+                          multiple_shooting_loss, scaled_mae, scaled_mse)
 from pyode.train import fit
 
 f64 = dict(dtype=torch.float64)
@@ -62,6 +62,46 @@ def test_scaled_losses_reject_bad_input_with_clear_errors(loss):
         loss(a, a, [1.0, 1.0, 1.0])
     with pytest.raises(TypeError, match="target must be a torch.Tensor"):
         loss(a, [[0.0, 0.0]] * 5)
+
+
+# ---- collocation -------------------------------------------------------------------------------------
+
+def test_collocation_weights_are_the_shorter_of_elapsed_and_relaxation_time_over_the_scale():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 3, bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[-1e4, 1.0, 0.0], [2.0, -0.5, 0.0], [0.0, 3.0, 0.0]], **f64))
+    t = torch.tensor([1e-6, 1e-3, 1.0, 1e3], **f64)
+    u = torch.rand(4, 3, **f64)
+    scale = torch.tensor([1e-4, 1.0, 2.0], **f64)
+    expected = 1.0 / (scale * (1.0 / (t - 1e-7)[:, None] + torch.tensor([1e4, 0.5, 0.0], **f64)))
+    # pyode's layer Jacobian (Linear) and reverse mode (a plain function) give the same weights
+    for model in (lin, lambda x: x @ lin.weight.T):
+        w = collocation_weights(model, t, u, scale, t0=1e-7)
+        torch.testing.assert_close(w, expected, rtol=1e-14, atol=0)
+        assert not w.requires_grad
+    # a fast species (relaxation 1e-4) is weighted by it once t exceeds it; a slow one by t throughout
+    assert float(w[3, 0]) == pytest.approx(1.0 / (1e-4 * (1e-3 + 1e4)))
+    assert float(w[3, 2]) == pytest.approx(1e3 / 2.0)
+    # the loss: weighted squared residuals, differentiable in the model's parameters
+    dudt = torch.rand(4, 3, **f64)
+    loss = collocation_loss(lin, u, dudt, w)
+    torch.testing.assert_close(loss, ((lin(u) - dudt) * w).square().mean())
+    (g,) = torch.autograd.grad(loss, lin.weight)
+    assert bool(torch.isfinite(g).all()) and float(g.abs().max()) > 0
+
+
+def test_collocation_rejects_bad_input():
+    lin = torch.nn.Linear(2, 2).double()
+    u = torch.ones(3, 2, **f64)
+    with pytest.raises(ValueError, match="every time must be after t0=0; the first is 0"):
+        collocation_weights(lin, torch.tensor([0.0, 1.0, 2.0], **f64), u)
+    with pytest.raises(ValueError, match=r"t must be \(K,\) and u \(K, n\); got \(2,\) and \(3, 2\)"):
+        collocation_weights(lin, torch.tensor([1.0, 2.0], **f64), u)
+    with pytest.raises(ValueError, match="collocation_weights: scale must be positive and finite"):
+        collocation_weights(lin, torch.tensor([1.0, 2.0, 3.0], **f64), u, torch.tensor([1.0, 0.0], **f64))
+    with pytest.raises(ValueError, match=r"u, dudt and weights must have the same shape.*\(3, 2\), \(3, 1\)"):
+        collocation_loss(lin, u, torch.ones(3, 1, **f64), u)
 
 
 # ---- multiple shooting -----------------------------------------------------------------------------

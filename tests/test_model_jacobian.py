@@ -61,6 +61,10 @@ def test_pyode_layers_match_autodiff():
     u[1, 2] = 1e-40
     models = {
         "SpeciesScaling": SpeciesScaling(mlp(3, 3, width=5, depth=3), torch.tensor([1.0, 1e-4, 2.0]), 1e5),
+        # clamped: u's rows straddle the box (inside it and outside on either side)
+        "SpeciesScaling clamped": SpeciesScaling(mlp(3, 3, width=5, depth=3), torch.tensor([1.0, 1e-4, 2.0]),
+                                                 output_scale=torch.tensor([0.1, 3.0, 2.0]),
+                                                 input_range=(0.2, torch.tensor([0.8, 5000.0, 0.25]))),
         "Conserving": Conserving(mlp(3, 3, width=4, activation="tanh"), torch.ones(1, 3)),
         "Sum": Sum(mlp(3, 3, width=4), mass),
         "MassActionNetwork": mass,

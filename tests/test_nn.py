@@ -168,6 +168,29 @@ def test_species_scaling_formula():
     assert [n for n, _ in SpeciesScaling(net, yscale).named_parameters()] == ["net.weight", "net.bias"]
 
 
+def test_species_scaling_output_scale_and_clamped_inputs():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 3).double()
+    yscale = torch.tensor([1.0, 1e-5, 2.0], **f64)
+    u = torch.tensor([[0.5, 0.5e-5, 1.0], [2.0, -1e-5, 1.0], [0.1, 3e-5, 5.0]], **f64)
+    low, high = SpeciesScaling.data_range(u[:1], yscale)       # one state: a box of zero width
+    torch.testing.assert_close(low, torch.tensor([0.5, 0.5, 0.5], **f64))
+    torch.testing.assert_close(high, low)
+    model = SpeciesScaling(net, yscale, output_scale=[2.0, 3.0, 4.0], input_range=([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]))
+    x = torch.tensor([[0.5, 0.5, 0.5], [1.0, 0.0, 0.5], [0.1, 1.0, 1.0]], **f64)     # u / yscale, clamped
+    torch.testing.assert_close(model(u), net(x) * torch.tensor([2.0, 3.0, 4.0], **f64), rtol=1e-15, atol=0)
+    torch.testing.assert_close(model.scaled_input(u), x, rtol=1e-15, atol=0)
+    # outside the box the output does not move with the clamped species
+    v = u.clone()
+    v[1, 0] = 7.0
+    torch.testing.assert_close(model(v), model(u), rtol=0, atol=0)
+    # without the new options: the buffers are absent (older checkpoints keep loading) and the scale is yscale/tscale
+    plain = SpeciesScaling(net, yscale, tscale=1e5)
+    assert set(plain.state_dict()) == {"yscale", "net.weight", "net.bias"}
+    torch.testing.assert_close(plain.out_scale, yscale / 1e5)
+    assert {"output_scale", "low", "high"} <= set(model.state_dict())
+
+
 def test_species_scaling_validation():
     net = torch.nn.Linear(2, 2).double()
     with pytest.raises(ValueError, match=r"yscale must be positive and finite; got \[1.0, 0.0\]"):
@@ -182,6 +205,14 @@ def test_species_scaling_validation():
         SpeciesScaling(net, torch.ones(2, 2))
     with pytest.raises(TypeError, match="net must be a module or callable; got str"):
         SpeciesScaling("net", 1.0)
+    with pytest.raises(ValueError, match=r"output_scale must be positive and finite; got \[1.0, -2.0\]"):
+        SpeciesScaling(net, 1.0, output_scale=[1.0, -2.0])
+    with pytest.raises(ValueError, match="input_range must be a pair"):
+        SpeciesScaling(net, 1.0, input_range=[0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match=r"input_range needs low <= high.*low \[0.0, 2.0\], high \[1.0, 1.0\]"):
+        SpeciesScaling(net, 1.0, input_range=([0.0, 2.0], [1.0, 1.0]))
+    with pytest.raises(ValueError, match="input_range must be finite"):
+        SpeciesScaling(net, 1.0, input_range=(0.0, math.inf))
 
 
 # ---- UDE ---------------------------------------------------------------------------------------
