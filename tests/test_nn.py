@@ -6,7 +6,7 @@ import torch
 
 import pyode
 from pyode import problems, solve
-from pyode.nn import (UDE, Conserving, MassActionNetwork, NeuralODE, PolynomialNetwork, SpeciesScaling, Sum,
+from pyode.nn import (UDE, CompartmentalNetwork, Conserving, MassActionNetwork, NeuralODE, PolynomialNetwork, SpeciesScaling, Sum,
                       mlp)
 
 f64 = dict(dtype=torch.float64)
@@ -189,6 +189,51 @@ def test_species_scaling_output_scale_and_clamped_inputs():
     assert set(plain.state_dict()) == {"yscale", "net.weight", "net.bias"}
     torch.testing.assert_close(plain.out_scale, yscale / 1e5)
     assert {"output_scale", "low", "high"} <= set(model.state_dict())
+
+
+# ---- CompartmentalNetwork ------------------------------------------------------------------------
+
+def test_compartmental_network_formula_conservation_and_positivity():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 6).double()
+    yscale = torch.tensor([1.0, 1e-4, 2.0], **f64)
+    scale = torch.arange(1.0, 7.0, **f64)
+    model = CompartmentalNetwork(net, yscale, scale)
+    assert model.pairs == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    u = torch.rand(4, 3, **f64) * yscale
+    F = torch.nn.functional.softplus(net(u / yscale)) * scale
+    torch.testing.assert_close(model.rates(u), F, rtol=1e-15, atol=0)
+    expected = torch.zeros_like(u)
+    for k, (i, j) in enumerate(model.pairs):        # flux F_ij u_j from j into i
+        expected[:, i] += F[:, k] * u[:, j]
+        expected[:, j] -= F[:, k] * u[:, j]
+    torch.testing.assert_close(model(u), expected, rtol=1e-13, atol=1e-18)
+    # the total is conserved and a species at zero cannot decrease, whatever the network says
+    torch.testing.assert_close(model(u).sum(-1), torch.zeros(4, **f64), rtol=0, atol=1e-15)
+    u[:, 1] = 0.0
+    assert bool((model(u)[:, 1] >= 0).all())
+    # a very negative network output switches a transfer off: softplus(-50) ~ 2e-22
+    rob = CompartmentalNetwork(lambda x: torch.full((*x.shape[:-1], 6), -50.0, **f64), [1.0, 1.0, 1.0], 1.0)
+    assert float(rob(torch.tensor([0.5, 1e-5, 0.5], **f64)).abs().max()) < 1e-21
+    # clamped inputs, as SpeciesScaling's
+    boxed = CompartmentalNetwork(net, yscale, scale, input_range=(0.0, 0.5))
+    v = u.clone()
+    v[0, 0] = 0.9                                   # x_A = 0.9 -> 0.5
+    w = v.clone()
+    w[0, 0] = 0.7
+    torch.testing.assert_close(boxed.rates(v), boxed.rates(w), rtol=0, atol=0)
+
+
+def test_compartmental_network_validation():
+    with pytest.raises(ValueError, match="yscale must have one entry per species"):
+        CompartmentalNetwork(torch.nn.Linear(1, 1), 1.0)
+    with pytest.raises(ValueError, match=r"rate_scale must be a number or one value per species \(6\)"):
+        CompartmentalNetwork(torch.nn.Linear(3, 6), [1.0, 1.0, 1.0], [1.0, 2.0])
+    model = CompartmentalNetwork(torch.nn.Linear(3, 3).double(), [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="net returned 3 outputs; a compartmental network of 3 species needs 6"):
+        model(torch.ones(3, **f64))
+    with pytest.raises(TypeError, match="net must be a module or callable"):
+        CompartmentalNetwork(3, [1.0, 1.0])
 
 
 def test_species_scaling_validation():
