@@ -29,8 +29,8 @@ import torch
 from ._problem import ODEProblem
 from ._solve import solve
 
-__all__ = ["scaled_mse", "scaled_mae", "collocation_weights", "collocation_loss", "group_ranges", "multiple_shooting_loss", "ConservationLoss",
-           "AugmentedLagrangian"]
+__all__ = ["scaled_mse", "scaled_mae", "collocation_weights", "collocation_loss", "group_ranges",
+           "multiple_shooting_loss", "ConservationLoss", "AugmentedLagrangian"]
 
 
 # ---- scaled errors -------------------------------------------------------------------------------

@@ -182,7 +182,8 @@ def _input_range(value: Any):
     if low.numel() != high.numel() and 1 not in (low.numel(), high.numel()):
         raise ValueError(f"input_range's low and high must have the same length; got {low.numel()} and {high.numel()}")
     if not bool((low <= high).all()):
-        raise ValueError(f"input_range needs low <= high for every species; got low {low.tolist()}, high {high.tolist()}")
+        raise ValueError(f"input_range needs low <= high for every species; got low {low.tolist()}, "
+                         f"high {high.tolist()}")
     return low, high
 
 

@@ -25,16 +25,17 @@ over 1e5, so any model of it must be integrated with a stiff solver. The demo
    reaction that holds B at its tiny quasi-steady level). Warm-started by
    collocation with residuals weighted by the trajectory error they cause
    (:func:`pyode.losses.collocation_weights`), then polished by L-BFGS through the solver from the
-   known initial state. Learns from noisy data too;
+   known initial state. Learns from noisy data too (1 % noise);
    ``--model mlp``: Kim et al.'s network alone (6 GELU layers of 5 units, outputs scaled by
    ``yscale / t_end``), trained from random initialisation through the solver, compiled
    (``compile=True``): four initialisations scouted for 600 AdamW epochs, the lowest trained on
    to 2000 with the learning rate annealed on a cosine and polished by L-BFGS, the next one too
    unless the first fits the training data within 0.5 % on a tight solve (see :func:`_train`);
-3. (polynomial and mlp; hybrid: L-BFGS only) trains through ``Rodas5P`` (gradients by ``DirectAdjoint``: backpropagation through the
-   Rosenbrock steps) on the scaled mean absolute error at the training times, AdamW with the
-   gradient rescaled to a fixed norm each step (Kim et al.), with a tqdm bar, an atomically written
-   checkpoint (``--resume`` continues exactly) and a loss history;
+3. (polynomial and mlp; hybrid: L-BFGS only) trains through ``Rodas5P`` (gradients by
+   ``DirectAdjoint``: backpropagation through the Rosenbrock steps) on the scaled mean absolute
+   error at the training times, AdamW with the gradient rescaled to a fixed norm each step (Kim et
+   al.), with a tqdm bar, an atomically written checkpoint (``--resume`` continues exactly) and a
+   loss history;
 4. reports the held-out error of every species as a percentage of its range, writes
    ``robertson.png`` (data, held-out points and the learned model on log-time axes),
    ``loss.png``, ``metrics.json``, ``data.csv`` and ``model.pt``.
@@ -136,7 +137,8 @@ def build_model(kind: str, yscale: torch.Tensor) -> torch.nn.Module:
     elif kind == "mass-action":
         return ReactionLibrary(3, names=NAMES)
     elif kind == "hybrid":
-        raise ValueError("the hybrid model is built from the training data: see _hybrid_model")
+        raise ValueError("the hybrid model's scales and input range come from the training data: run the demo "
+                         "with --model hybrid")
     else:
         raise ValueError(f"model must be one of {', '.join(MODELS)}; got {kind!r}")
     return Conserving(body, torch.ones(1, 3, dtype=torch.float64))
@@ -379,7 +381,7 @@ def known_kinetics() -> ReactionLibrary:
     return known
 
 
-def _hybrid_model(t, u, dudt):
+def _hybrid_model(u, dudt):
     """Known kinetics + a network in compartmental form (:class:`~pyode.nn.CompartmentalNetwork`:
     mass conserved, no species driven negative). The network sees the species scaled by their
     largest training value and clamped to the training data's range (negative values, noise, to
@@ -408,7 +410,7 @@ def _fit_hybrid(prob, series, clean, test_mask, span, yscale, steps, smoke, prog
     # the model is evaluated at the spline's values: noisy states against smoothed derivatives
     # put B's quasi-steady balance off by more than B's own derivative
     u_fit, dudt = estimate_derivatives(t_train, u_train, smoothing=None if noise == 0 else "gcv", values=True)
-    net, correction = _hybrid_model(t_train, u_fit, dudt)
+    net, correction = _hybrid_model(u_fit, dudt)
     print(f"hybrid: known {'; '.join(eq for eq, _ in known_kinetics().equations())}; a {HYBRID_DEPTH}-layer GELU "
           f"network of width {HYBRID_WIDTH} ({sum(p.numel() for p in correction.parameters())} parameters) giving the "
           "rates of transfer between species, for the rest")
@@ -527,6 +529,7 @@ def _report(net, history, series, clean, test_mask, span, model, noise, seed, st
     if len(history):
         plot.loss_curve(history, path=os.path.join(out, "loss.png"))
     written = "robertson.png, loss.png, metrics.json, data.csv, model.pt" + {
-        "mass-action": "", "polynomial": ", checkpoint.pt", "hybrid": ", checkpoint.pt"}.get(model, ", checkpoint_start*.pt, checkpoint_lbfgs*.pt")
+        "mass-action": "", "polynomial": ", checkpoint.pt", "hybrid": ", checkpoint.pt"}.get(
+        model, ", checkpoint_start*.pt, checkpoint_lbfgs*.pt")
     print(f"wrote {out}/{{{written}}}")
     return 0 if ok or smoke else 1
