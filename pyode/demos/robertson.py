@@ -431,8 +431,7 @@ def _fit_hybrid(prob, series, clean, test_mask, span, yscale, steps, smoke, prog
                  steps=COLLOCATION_LBFGS, progress=False)
     warm = held_out_error(net, series, test_mask, span, clean=clean, start=(0.0, prob.u0))
     print(f"collocation warm start ({epochs} AdamW epochs + L-BFGS on spline derivatives in ln t, "
-          f"{time.perf_counter() - t_colloc:.1f} s): weighted residual "
-          f"{float(collocation_loss(net, u_fit, dudt, weights[0]).detach()):.3g}; held-out error "
+          f"{time.perf_counter() - t_colloc:.1f} s): held-out error "
           + (", ".join(f"{n} {100 * e:.3g}%" for n, e in zip(NAMES, warm["test"])) if warm["ok"]
              else f"none (the solve fails: {warm['retcode']})"))
 
