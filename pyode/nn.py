@@ -334,7 +334,7 @@ class CompartmentalNetwork(nn.Module):
     So the total ``Σ u`` is conserved exactly and no species can turn negative, the two properties
     an unconstrained network correction of stiff kinetics loses where the data say least: on
     Robertson's noisy data, a plain correction projected onto mass conservation drove B (10⁻⁸ at
-    late times, under 1 % noise of its peak) negative and the model too stiff to solve on one seed
+    late times, under 1 % noise of its peak) negative and the model too stiff to solve on two seeds
     of three; this form learned all three. A mass-action reaction ``2B → B + C`` is the flux
     ``F_CB = k B`` from B to C.
 
