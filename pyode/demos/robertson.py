@@ -384,7 +384,7 @@ def known_kinetics() -> ReactionLibrary:
 def _hybrid_model(u, dudt):
     """Known kinetics + a network in compartmental form (:class:`~pyode.nn.CompartmentalNetwork`:
     mass conserved, no species driven negative). The network sees the species scaled by their
-    largest training value and clamped to the training data's range (negative values, noise, to
+    largest value in ``u`` (the spline's states; the losses keep the data's scale) and clamped to the training data's range (negative values, noise, to
     zero). The rate from species ``j`` into ``i`` is scaled by the median size of what the known
     kinetics leave unexplained of ``i`` (``dudt`` minus the known rates) over ``j``'s scale: one
     common scale let a network's error on A, integrated over 1e5 s, reach 32 % (measured)."""
@@ -411,7 +411,8 @@ def _fit_hybrid(prob, series, clean, test_mask, span, yscale, steps, smoke, prog
     # put B's quasi-steady balance off by more than B's own derivative
     u_fit, dudt = estimate_derivatives(t_train, u_train, smoothing=None if noise == 0 else "gcv", values=True)
     net, correction = _hybrid_model(u_fit, dudt)
-    print(f"hybrid: known {'; '.join(eq for eq, _ in known_kinetics().equations())}; a {HYBRID_DEPTH}-layer GELU "
+    known = [eq for eq, _ in net.terms[0].equations()]
+    print(f"hybrid: known {'; '.join(known)}; a {HYBRID_DEPTH}-layer GELU "
           f"network of width {HYBRID_WIDTH} ({sum(p.numel() for p in correction.parameters())} parameters) giving the "
           "rates of transfer between species, for the rest")
     weights = [None]
@@ -458,7 +459,7 @@ def _fit_hybrid(prob, series, clean, test_mask, span, yscale, steps, smoke, prog
         print(f"L-BFGS stopped ({stopped}); kept the parameters after its last completed step")
     history = History([{**r, "loss": r["mae"]} for r in history.records])
     extra = {"warm_start_error": dict(zip(NAMES, warm["test"])) if warm["ok"] else None,
-             "known_reactions": [eq for eq, _ in known_kinetics().equations()], "lbfgs_stopped": stopped}
+             "known_reactions": known, "lbfgs_stopped": stopped}
     return _report(net, history, series, clean, test_mask, span, "hybrid", noise, seed, start, out, smoke,
                    start_state=(0.0, prob.u0), extra=extra)
 
