@@ -384,8 +384,8 @@ def known_kinetics() -> ReactionLibrary:
 def _hybrid_model(u, dudt):
     """Known kinetics + a network in compartmental form (:class:`~pyode.nn.CompartmentalNetwork`:
     mass conserved, no species driven negative). The network sees the species scaled by their
-    largest value in ``u`` (the spline's states; the losses keep the data's scale) and clamped to the training data's range (negative values, noise, to
-    zero). The rate from species ``j`` into ``i`` is scaled by the median size of what the known
+    largest value in ``u`` (the spline's states; the losses keep the data's scale) and clamped to
+    the range of ``u`` (negative values, noise, to zero). The rate from species ``j`` into ``i`` is scaled by the median size of what the known
     kinetics leave unexplained of ``i`` (``dudt`` minus the known rates) over ``j``'s scale: one
     common scale let a network's error on A, integrated over 1e5 s, reach 32 % (measured)."""
     known = known_kinetics()
