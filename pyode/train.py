@@ -1,5 +1,8 @@
 """A training loop for neural and hybrid ODE models: ``fit(model, loss_fn, epochs=...)``.
 
+:func:`polish_lbfgs` finishes what a first-order optimizer started; :func:`fit_collocation` warm
+starts a right-hand side on derivative estimates, without a solve.
+
 One epoch is one evaluation of ``loss_fn(model, epoch)`` and one optimizer step (``lbfgs`` may
 evaluate the loss several times within its step). ``fit`` records a :class:`History`, guards against
 non-finite losses and gradients, clips or rescales gradients, stops early, and writes checkpoints
@@ -31,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ._retcode import SolveError
 
-__all__ = ["fit", "polish_lbfgs", "History", "EarlyStopping", "Callback", "NonFiniteError", "load_checkpoint"]
+__all__ = ["fit", "polish_lbfgs", "fit_collocation", "History", "EarlyStopping", "Callback", "NonFiniteError", "load_checkpoint"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -787,3 +790,46 @@ def polish_lbfgs(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int
         model.load_state_dict(last.params)
         return last.history, _first_line(err)
     return history, None
+
+
+def fit_collocation(model: torch.nn.Module, t: Any, u: torch.Tensor, dudt: torch.Tensor, scale: Any = None, *,
+                    train: Optional[torch.nn.Module] = None, t0: float = 0.0, epochs: int = 3000, lr: float = 1e-2,
+                    reweight_every: int = 100, lbfgs_steps: int = 50) -> float:
+    """Fit ``model(u) ≈ dudt`` at the states ``u`` (a warm start before training through a solver).
+
+    The loss is :func:`pyode.losses.collocation_loss` with :func:`~pyode.losses.collocation_weights`:
+    each residual counts by the trajectory error it causes, recomputed from the model every
+    ``reweight_every`` epochs. AdamW (``lr``) for ``epochs``, then :func:`polish_lbfgs` for
+    ``lbfgs_steps``, both without a progress bar (seconds for small networks).
+
+    Arguments:
+        model: the whole right-hand side ``model(u)`` (known kinetics plus a network, say).
+        t, u, dudt: times ``(K,)``, states ``(K, n)`` and derivative estimates ``(K, n)``, e.g. from
+            :func:`pyode.data.estimate_derivatives` with ``values=True`` (its smoothed states for
+            noisy data).
+        scale: per-species scale of the trajectory errors (``None``: 1).
+        train: the module whose parameters are fitted (default: ``model``), e.g. the network alone.
+        t0: the time the dynamics start from.
+
+    Returns:
+        The final weighted loss.
+    """
+    from .losses import collocation_loss, collocation_weights
+
+    reweight_every = _positive_int("reweight_every", reweight_every, "Pass how often to recompute the weights, "
+                                   "e.g. reweight_every=100")
+    train = model if train is None else train
+    weights = [collocation_weights(model, t, u, scale, t0=t0)]
+
+    def loss_fn(m, epoch):
+        if epoch % reweight_every == 0 and epoch:
+            weights[0] = collocation_weights(model, t, u, scale, t0=t0)
+        return collocation_loss(model, u, dudt, weights[0])
+
+    fit(train, loss_fn, epochs=epochs, optimizer="adamw", lr=lr, progress=False)
+    weights[0] = collocation_weights(model, t, u, scale, t0=t0)
+    if lbfgs_steps:
+        polish_lbfgs(train, lambda m, e: collocation_loss(model, u, dudt, weights[0]), steps=lbfgs_steps,
+                     progress=False)
+    with torch.no_grad():
+        return float(collocation_loss(model, u, dudt, weights[0]))

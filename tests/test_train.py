@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pyode import plot
-from pyode.train import Callback, EarlyStopping, History, NonFiniteError, fit, load_checkpoint, polish_lbfgs
+from pyode.train import (Callback, EarlyStopping, History, NonFiniteError, fit, fit_collocation, load_checkpoint,
+                         polish_lbfgs)
 
 
 class Vector(torch.nn.Module):
@@ -510,3 +511,40 @@ def test_polish_lbfgs_keeps_its_last_completed_step_when_it_cannot_go_on(capsys)
 def test_polish_lbfgs_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         polish_lbfgs(Vector(), lambda m, e: m.w.sum(), progress=False, **kwargs)
+
+
+# ---- fit_collocation --------------------------------------------------------------------------------
+
+class _Decay(torch.nn.Module):
+    """du/dt = -k u per species, k = exp(log_k)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.log_k = torch.nn.Parameter(torch.zeros(n, dtype=torch.float64))
+
+    def forward(self, u):
+        return -self.log_k.exp() * u
+
+
+def test_fit_collocation_recovers_rate_constants_from_derivative_estimates():
+    from pyode.data import estimate_derivatives
+    from pyode.nn import Sum
+
+    t = torch.logspace(-2, 1, 40, dtype=torch.float64)
+    k = torch.tensor([0.5, 5.0], dtype=torch.float64)
+    u = torch.exp(-k * t[:, None])
+    u_fit, dudt = estimate_derivatives(t, u, values=True)
+    model = _Decay(2)
+    loss = fit_collocation(model, t, u_fit, dudt, epochs=300, lbfgs_steps=20)
+    torch.testing.assert_close(model.log_k.detach().exp(), k, rtol=2e-3, atol=0)
+    assert loss < 1e-6
+    # train= fits one part of a sum; the rest stays as it was
+    fixed, free = _Decay(2), _Decay(2)
+    with torch.no_grad():
+        fixed.log_k.copy_(torch.tensor([0.3, 2.0], dtype=torch.float64).log())
+    fit_collocation(Sum(fixed, free), t, u_fit, dudt, train=free, epochs=300, lbfgs_steps=20)
+    torch.testing.assert_close(fixed.log_k.detach().exp(), torch.tensor([0.3, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(free.log_k.detach().exp(), torch.tensor([0.2, 3.0], dtype=torch.float64), rtol=5e-3,
+                               atol=0)
+    with pytest.raises(ValueError, match="reweight_every must be"):
+        fit_collocation(model, t, u_fit, dudt, reweight_every=0)

@@ -53,11 +53,10 @@ import torch
 from .. import ReturnCode, Rodas5P, SolveError, plot
 from ..data import estimate_derivatives, generate_data, save_csv
 from ..estimation import fit_rate_constants
-from ..losses import collocation_loss, collocation_weights
 from ..nn import CompartmentalNetwork, Conserving, NeuralODE, PolynomialNetwork, SpeciesScaling, Sum, mlp
 from ..problems import robertson
 from ..reactions import ReactionLibrary
-from ..train import EarlyStopping, History, NonFiniteError, fit, polish_lbfgs
+from ..train import EarlyStopping, History, NonFiniteError, fit, fit_collocation, polish_lbfgs
 from ._args import one_thread
 
 NAMES = ("A", "B", "C")
@@ -415,23 +414,13 @@ def _fit_hybrid(prob, series, clean, test_mask, span, yscale, steps, smoke, prog
     print(f"hybrid: known {'; '.join(known)}; a {HYBRID_DEPTH}-layer GELU "
           f"network of width {HYBRID_WIDTH} ({sum(p.numel() for p in correction.parameters())} parameters) giving the "
           "rates of transfer between species, for the rest")
-    weights = [None]
-
-    def colloc(m, epoch):
-        if epoch % COLLOCATION_REWEIGHT == 0 or weights[0] is None:
-            weights[0] = collocation_weights(net, t_train, u_fit, yscale)
-        return collocation_loss(net, u_fit, dudt, weights[0])
-
     # the whole warm start even in a smoke run: it takes seconds, and a model from a shortened one
     # can take minutes to solve
-    epochs = COLLOCATION_EPOCHS
     t_colloc = time.perf_counter()
-    fit(correction, colloc, epochs=epochs, optimizer="adamw", lr=1e-2, progress=False)
-    weights[0] = collocation_weights(net, t_train, u_fit, yscale)
-    polish_lbfgs(correction, lambda m, e: collocation_loss(net, u_fit, dudt, weights[0]),
-                 steps=COLLOCATION_LBFGS, progress=False)
+    fit_collocation(net, t_train, u_fit, dudt, yscale, train=correction, epochs=COLLOCATION_EPOCHS,
+                    reweight_every=COLLOCATION_REWEIGHT, lbfgs_steps=COLLOCATION_LBFGS)
     warm = held_out_error(net, series, test_mask, span, clean=clean, start=(0.0, prob.u0))
-    print(f"collocation warm start ({epochs} AdamW epochs + L-BFGS on spline derivatives in ln t, "
+    print(f"collocation warm start ({COLLOCATION_EPOCHS} AdamW epochs + L-BFGS on spline derivatives in ln t, "
           f"{time.perf_counter() - t_colloc:.1f} s): held-out error "
           + (", ".join(f"{n} {100 * e:.3g}%" for n, e in zip(NAMES, warm["test"])) if warm["ok"]
              else f"none (the solve fails: {warm['retcode']})"))
