@@ -3,7 +3,8 @@
 * :class:`NeuralODE` integrates ``du/dt = model(u)`` (or ``model(u, t)``) from a batch of initial
   states and returns the :class:`~pyode.ODESolution`, as DiffEqFlux's ``NeuralODE``.
 * :class:`SpeciesScaling` wraps a network so that species of very different magnitudes are
-  learned alike (Kim et al. 2021, "Stiff neural ordinary differential equations").
+  learned alike (Kim et al. 2021, "Stiff neural ordinary differential equations"), optionally with
+  its inputs clamped to the training data's range.
 * :class:`UDE` is a universal differential equation: known physics with trainable physical
   parameters plus a network correction (Rackauckas et al. 2020).
 * :class:`MassActionNetwork` is a chemical reaction neural network (Ji & Deng 2021): one hidden
@@ -12,6 +13,8 @@
   with ``φ`` the monomials up to a degree (Fronk & Petzold 2023): mass-action kinetics are
   polynomials, and the layer is linear in ``C``, so it can be warm-started by least squares on
   estimated derivatives (collocation) before training through the solver.
+* :class:`CompartmentalNetwork` is a network in compartmental form: non-negative rates of transfer
+  between species, so mass is conserved and no species driven negative (a hybrid's correction).
 * :class:`Conserving` projects a right-hand side onto the null space of given linear invariants
   (total mass, element balances), :class:`Sum` adds right-hand sides (a model plus a correction).
 * :func:`mlp` builds the plain multilayer perceptrons these wrap.
