@@ -156,10 +156,7 @@ class SpeciesScaling(nn.Module):
 
     def scaled_input(self, u: torch.Tensor) -> torch.Tensor:
         """What the network sees of ``u``: divided by ``yscale``, clamped to ``input_range``."""
-        x = u / self.yscale.to(u.dtype) if self.scale_input else u
-        if self.low is not None:
-            x = torch.clamp(x, self.low.to(x.dtype), self.high.to(x.dtype))
-        return x
+        return _network_input(u, self.yscale if self.scale_input else None, self.low, self.high)
 
     @property
     def out_scale(self) -> torch.Tensor:
@@ -173,6 +170,13 @@ class SpeciesScaling(nn.Module):
         else:
             out = self.net(x)
         return out * self.out_scale.to(out.dtype)
+
+
+def _network_input(u: torch.Tensor, yscale: Optional[torch.Tensor], low: Optional[torch.Tensor],
+                   high: Optional[torch.Tensor]) -> torch.Tensor:
+    """``u / yscale`` (``yscale`` None: ``u``), clamped to ``[low, high]`` when a range is set."""
+    x = u if yscale is None else u / yscale.to(u.dtype)
+    return x if low is None else torch.clamp(x, low.to(x.dtype), high.to(x.dtype))
 
 
 def _input_range(value: Any):
@@ -371,10 +375,7 @@ class CompartmentalNetwork(nn.Module):
 
     def rates(self, u: torch.Tensor) -> torch.Tensor:
         """``F`` per pair, ``(*, n(n − 1))``, in :attr:`pairs` order."""
-        x = u / self.yscale.to(u.dtype)
-        if self.low is not None:
-            x = torch.clamp(x, self.low.to(x.dtype), self.high.to(x.dtype))
-        out = self.net(x)
+        out = self.net(_network_input(u, self.yscale, self.low, self.high))
         if out.shape[-1] != len(self.pairs):
             raise ValueError(f"net returned {out.shape[-1]} outputs; a compartmental network of {self.n} species "
                              f"needs {len(self.pairs)}, one per ordered pair")
